@@ -1,0 +1,32 @@
+# `make run`: create .venv, install everything, fetch the default model, run the main job on it.
+# `make test`: the whole test suite (installs first when needed). .ci/run calls it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VL := $(VENV)/bin/variantlab
+DEFAULT_MODEL := qwen2.5-coder-0.5b-instruct:q4_k_m
+# llama-cpp-python builds llama.cpp from source; its multimodal library is not needed here.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: run test install model
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+model: install
+	$(VL) models fetch $(DEFAULT_MODEL)
+
+run: model
+	$(VL) inspect $(DEFAULT_MODEL)
+
+# pytest exits 5 when it selects no test: say so instead of failing obscurely.
+test: model
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest selected no tests"; exit 0; fi; exit $$rc

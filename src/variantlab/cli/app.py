@@ -1,0 +1,62 @@
+"""The `variantlab` command: assembles the command groups and maps errors to exit codes.
+
+Exit codes: 0 success; 1 a check that found a problem (verify, explain's disagreements);
+2 bad input or a refused operation (one line on stderr); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import config
+from ..errors import VariantlabError
+from . import explain as explain_cmd
+from . import inspect as inspect_cmd
+from . import models as models_cmd
+
+app = typer.Typer(
+    name="variantlab",
+    help="Choose, test, pin and run the right local code LLM variant for your machine and task.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_cmd.app, name="models")
+app.command("inspect")(inspect_cmd.inspect)
+app.command("explain")(explain_cmd.explain)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code instead of raising, so tests can call it."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="variantlab", standalone_mode=False)
+    except VariantlabError as exc:
+        if config.debug():
+            raise
+        print(f"variantlab: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("variantlab: interrupted", file=sys.stderr)
+        return 130
+    except typer.TyperException as exc:  # usage errors: typer prints the usage and the reason
+        exc.show()
+        return int(getattr(exc, "exit_code", 2))
+    except Exception as exc:  # a bug: say so in one line, traceback on request
+        if config.debug():
+            raise
+        print(f"variantlab: internal error: {_one_line(repr(exc))} (set VARIANTLAB_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""`variantlab models …`: fetch, list, path and verify models in the store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..store import Store, builtin_models, fetch as fetch_model
+from .output import human_bytes, print_json, progress_bars, stderr_console, stdout_console
+
+app = typer.Typer(help="Fetch, list, locate and verify models in the store.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+@app.command()
+def fetch(
+    spec: Annotated[str, typer.Argument(help="A built-in name (see `models list --available`), file:PATH, or hf:OWNER/REPO/FILE.gguf[@REVISION].")],
+    name: Annotated[Optional[str], typer.Option(help="Store the model under this name.")] = None,
+    sha256: Annotated[Optional[str], typer.Option(help="Refuse the file unless it hashes to this.")] = None,
+    force: Annotated[bool, typer.Option(help="Fetch again even when the name is stored.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Bring a model into the store, verifying its sha256 before registering it."""
+    with progress_bars() as progress:
+        result = fetch_model(spec, name=name, expected_sha256=sha256, force=force, progress=progress)
+    m = result.manifest
+    if json_out:
+        print_json({**m.to_dict(), "already_present": result.already_present})
+        return
+    state = "already in the store" if result.already_present else "fetched and verified"
+    stdout_console().print(f"{m.name}: {state} ({m.file_type or 'unknown type'}, {human_bytes(m.size)}, sha256 {m.sha256})")
+
+
+@app.command("list")
+def list_models(
+    available: Annotated[bool, typer.Option("--available", help="List the built-in names that can be fetched.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The models in the store (or, with --available, the ones variantlab can fetch)."""
+    if available:
+        rows = [{"name": b.name, "size": b.size, "sha256": b.sha256, "description": b.description,
+                 "in_store": Store().manifest(b.name) is not None} for b in builtin_models().values()]
+        if json_out:
+            print_json(rows)
+            return
+        table = Table("name", "size", "in store", "description")
+        for r in rows:
+            table.add_row(r["name"], human_bytes(r["size"]), "yes" if r["in_store"] else "no", r["description"])
+        stdout_console().print(table)
+        return
+    manifests = Store().manifests()
+    if json_out:
+        print_json([m.to_dict() for m in manifests])
+        return
+    if not manifests:
+        stderr_console().print("The store is empty: `variantlab models fetch NAME` (see `models list --available`).")
+        return
+    table = Table("name", "type", "size", "sha256", "source", "added")
+    for m in manifests:
+        table.add_row(m.name, m.file_type or "?", human_bytes(m.size), m.sha256[:12], m.source[:48], m.added_at)
+    stdout_console().print(table)
+
+
+@app.command()
+def path(name: Annotated[str, typer.Argument(help="A model name in the store.")]) -> None:
+    """Print the file path of a stored model (for use with other tools)."""
+    print(Store().resolve(name).path)
+
+
+@app.command()
+def verify(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Models to check (default: all).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-hash stored blobs; exit 1 if any differs from its manifest or is missing."""
+    with progress_bars() as progress:
+        reports = Store().verify(names or None, progress=progress)
+    if json_out:
+        print_json([r.__dict__ for r in reports])
+    else:
+        table = Table("name", "status", "expected sha256", "found")
+        for r in reports:
+            status = "[green]ok[/green]" if r.ok else f"[red]{r.problem}[/red]"
+            table.add_row(r.name, status, r.expected[:16], (r.found or "-")[:16])
+        stdout_console().print(table)
+    if any(not r.ok for r in reports):
+        raise typer.Exit(1)

@@ -1,0 +1,60 @@
+"""The one output path of the CLI: data on stdout (rich or --json), progress and errors on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..store.files import ProgressFn
+
+PHASE_LABELS = {"download": "downloading", "packages": "fetching packages", "copy": "copying", "hash": "hashing"}
+COUNTED_PHASES = {"packages"}  # phases that count items; the others count bytes
+
+
+def stdout_console() -> Console:
+    """A console on the current stdout (made per call so tests and redirections are obeyed)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    return Console(file=sys.stderr, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[ProgressFn]:
+    """A ProgressFn that draws one bar per phase on stderr, for work of more than a moment."""
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=stderr_console(), transient=True) as bars:
+        tasks: dict[str, Any] = {}
+
+        def report(phase: str, done: int, total: int | None) -> None:
+            if phase in COUNTED_PHASES:
+                amount = f"{done}/{total}" if total else str(done)
+            else:
+                amount = f"{human_bytes(done)} / {human_bytes(total)}" if total else human_bytes(done)
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(PHASE_LABELS.get(phase, phase), total=total, amount=amount)
+            bars.update(tasks[phase], completed=done, total=total, amount=amount)
+
+        yield report
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{n} B"

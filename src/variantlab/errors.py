@@ -1,0 +1,75 @@
+"""Every error variantlab raises on purpose, in one small hierarchy.
+
+    VariantlabError
+    ├── UsageError            (ValueError)        a bad argument: value, range, unknown choice
+    ├── UnknownModelError     (LookupError)       a name the store or the catalog does not know
+    ├── ModelFileError        (ValueError)        a file that is not a readable GGUF model
+    ├── IntegrityError        (ValueError)        bytes whose sha256 is not the one expected
+    ├── SourceError           (ConnectionError)   a download or package fetch that failed
+    └── StoreError            (OSError)           the store on disk is unusable
+
+Each inherits the matching builtin so callers that only know Python's own
+exceptions still catch them. The message always names the bad value; ``hint``
+says what to do next. The CLI turns any of them into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class VariantlabError(Exception):
+    """Base of all deliberate variantlab errors: a message plus a way out."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(VariantlabError, ValueError):
+    """An argument the user gave is out of range or not one of the choices."""
+
+
+class UnknownModelError(VariantlabError, LookupError):
+    """A model name that neither the store nor the built-in sources know."""
+
+    def __init__(self, name: str, suggestions: list[str]) -> None:
+        hint = (
+            "did you mean " + ", ".join(repr(s) for s in suggestions) + "?"
+            if suggestions
+            else "run `variantlab models list --available` to see the names"
+        )
+        super().__init__(f"unknown model {name!r}", hint=hint)
+        self.name = name
+        self.suggestions = suggestions
+
+
+class ModelFileError(VariantlabError, ValueError):
+    """A file that is missing, not GGUF, truncated or self-contradictory."""
+
+    def __init__(self, path: object, problem: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {problem}", hint=hint)
+        self.path = path
+        self.problem = problem
+
+
+class IntegrityError(VariantlabError, ValueError):
+    """Bytes on disk or on the wire that do not hash to the expected sha256."""
+
+    def __init__(self, what: str, expected: str, found: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"{what}: sha256 mismatch, expected {expected}, found {found}",
+            hint=hint or "nothing was registered; fetch it again from a trusted source",
+        )
+        self.expected = expected
+        self.found = found
+
+
+class SourceError(VariantlabError, ConnectionError):
+    """A model source (PyPI parts, Hugging Face) could not deliver the file."""
+
+
+class StoreError(VariantlabError, OSError):
+    """The store directory is unusable (permissions, corrupt manifest)."""

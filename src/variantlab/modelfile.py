@@ -1,0 +1,251 @@
+"""Reading what a GGUF file says about itself, safely.
+
+The parsing is gguf's own ``GGUFReader``; this module only bounds it. The stock reader
+trusts every count in the header: a truncated file yields short arrays, and an array that
+claims 2^60 elements makes it loop for ever. ``_BoundedReader`` checks each read against
+the file's end and each declared count against the bytes left, so a bad file fails at
+once with the offset and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+
+from .errors import ModelFileError
+from .knowledge import load_data
+from .knowledge.quants import file_type_by_id
+
+_MIN_KV_BYTES = 8 + 4  # key length + value type, before any key or value bytes
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+_MIN_ARRAY_ITEM_BYTES = {gguf.GGUFValueType.STRING: 8, gguf.GGUFValueType.ARRAY: 12}
+
+
+class _Corrupt(ValueError):
+    """Raised inside the reader; turned into ModelFileError with the path."""
+
+
+class _BoundedReader(gguf.GGUFReader):
+    """gguf.GGUFReader with every read and every declared count checked against the file."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The reader slices its np.memmap hundreds of thousands of times (once per vocabulary
+        # entry); a plain ndarray view of the same mapping skips memmap's per-slice bookkeeping.
+        if name == "data" and isinstance(value, np.memmap):
+            super().__setattr__("path", Path(value.filename or ""))
+            value = value.view(np.ndarray)
+        super().__setattr__(name, value)
+
+    def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+        count = int(count)
+        end = int(offset) + int(np.dtype(dtype).itemsize) * count
+        if count < 0 or end > len(self.data):
+            raise _Corrupt(
+                f"truncated or corrupt: a read at byte {offset} needs {end - offset} bytes "
+                f"but the file ends at byte {len(self.data)}"
+            )
+        return super()._get(offset, dtype, count, override_order)
+
+    def _remaining(self, offset: int) -> int:
+        return len(self.data) - offset
+
+    def _build_fields(self, offs: int, count: int) -> int:
+        if int(count) * _MIN_KV_BYTES > self._remaining(offs):
+            raise _Corrupt(f"truncated or corrupt: header declares {int(count)} metadata entries, more than the file can hold")
+        return super()._build_fields(offs, count)
+
+    def _build_tensor_info(self, offs: int, count: int) -> Any:
+        if int(count) * _MIN_TENSOR_INFO_BYTES > self._remaining(offs):
+            raise _Corrupt(f"truncated or corrupt: header declares {int(count)} tensors, more than the file can hold")
+        return super()._build_tensor_info(offs, count)
+
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
+        if raw_type == gguf.GGUFValueType.ARRAY:
+            item_type = int(self._get(orig_offs, np.uint32)[0])
+            length = int(self._get(orig_offs + 4, np.uint64)[0])
+            try:
+                item_bytes = _MIN_ARRAY_ITEM_BYTES.get(gguf.GGUFValueType(item_type))
+                if item_bytes is None:
+                    item_bytes = np.dtype(self.gguf_scalar_to_np[gguf.GGUFValueType(item_type)]).itemsize
+            except (ValueError, KeyError):
+                raise _Corrupt(f"unknown metadata value type {item_type} at byte {orig_offs}") from None
+            if length * item_bytes > self._remaining(orig_offs + 12):
+                raise _Corrupt(f"truncated or corrupt: an array at byte {orig_offs} declares {length} items, more than the file can hold")
+        return super()._get_field_parts(orig_offs, raw_type)
+
+
+@dataclass(frozen=True)
+class TensorTypeShare:
+    """How much of the file one tensor type accounts for."""
+
+    type: str
+    n_tensors: int
+    n_elements: int
+    n_bytes: int
+    share_of_bytes: float
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The facts of one GGUF model file, as its header and tensor table state them."""
+
+    path: Path
+    file_size: int
+    architecture: str
+    name: str | None
+    parameters: int
+    n_layers: int | None
+    n_heads: int | None
+    n_kv_heads: int | None
+    embedding_length: int | None
+    feed_forward_length: int | None
+    head_dim: int | None
+    context_length: int | None
+    vocab_size: int | None
+    file_type_id: int | None
+    file_type: str | None
+    tensor_bytes: int
+    bits_per_weight: float
+    tensor_types: list[TensorTypeShare]
+    chat_template: str | None
+    fim_tokens: dict[str, str]
+    tokenizer_model: str | None
+    license: str | None
+    metadata_keys: list[str] = field(repr=False, default_factory=list)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.chat_template)
+
+
+def clean_text(text: str) -> str:
+    """Drop control and format characters so a model file cannot drive the terminal."""
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in "\n\t")
+
+
+def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
+    """A bounded GGUFReader over ``path``, or ModelFileError naming the path and the problem."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(p, "no such file", hint="give a GGUF path or a name from `variantlab models list`")
+    if not p.is_file():
+        raise ModelFileError(p, "not a regular file")
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise ModelFileError(p, f"not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')")
+    try:
+        return _BoundedReader(p)
+    except _Corrupt as exc:
+        raise ModelFileError(p, str(exc)) from None
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, UnicodeDecodeError) as exc:
+        raise ModelFileError(p, f"corrupt GGUF: {type(exc).__name__}: {exc}") from None
+
+
+def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
+    """Read the header and tensor table of a GGUF model (no tensor data is loaded)."""
+    reader = open_reader(path)
+    p = Path(path)
+    arch = _scalar(reader, "general.architecture")
+    if not isinstance(arch, str):
+        raise ModelFileError(p, "no general.architecture key: not a model file")
+    kv = lambda key: _scalar(reader, f"{arch}.{key}")  # noqa: E731
+
+    shares, parameters, tensor_bytes = _tensor_mix(reader)
+    n_heads = _first_int(kv("attention.head_count"))
+    embedding = _first_int(kv("embedding_length"))
+    head_dim = _first_int(kv("attention.key_length")) or (embedding // n_heads if embedding and n_heads else None)
+    file_type_id = _first_int(_scalar(reader, "general.file_type"))
+    known = file_type_by_id(file_type_id) if file_type_id is not None else None
+    tokens_field = reader.get_field("tokenizer.ggml.tokens")
+    return ModelFile(
+        path=p,
+        file_size=p.stat().st_size,
+        architecture=clean_text(arch),
+        name=_clean_opt(_scalar(reader, "general.name")),
+        parameters=parameters,
+        n_layers=_first_int(kv("block_count")),
+        n_heads=n_heads,
+        n_kv_heads=_first_int(kv("attention.head_count_kv")) or n_heads,
+        embedding_length=embedding,
+        feed_forward_length=_first_int(kv("feed_forward_length")),
+        head_dim=head_dim,
+        context_length=_first_int(kv("context_length")),
+        vocab_size=len(tokens_field.data) if tokens_field is not None else None,
+        file_type_id=file_type_id,
+        file_type=known.name if known else None,
+        tensor_bytes=tensor_bytes,
+        bits_per_weight=tensor_bytes * 8 / parameters if parameters else 0.0,
+        tensor_types=shares,
+        chat_template=_scalar(reader, "tokenizer.chat_template") or None,
+        fim_tokens=_fim_tokens(reader),
+        tokenizer_model=_clean_opt(_scalar(reader, "tokenizer.ggml.model")),
+        license=_clean_opt(_scalar(reader, "general.license")),
+        metadata_keys=[k for k in reader.fields if not k.startswith("GGUF.")],
+    )
+
+
+def _tensor_mix(reader: gguf.GGUFReader) -> tuple[list[TensorTypeShare], int, int]:
+    """Per tensor type: count, elements and bytes; plus the totals."""
+    by_type: dict[str, list[int]] = {}
+    for t in reader.tensors:
+        row = by_type.setdefault(t.tensor_type.name, [0, 0, 0])
+        row[0] += 1
+        row[1] += int(t.n_elements)
+        row[2] += int(t.n_bytes)
+    total_elements = sum(r[1] for r in by_type.values())
+    total_bytes = sum(r[2] for r in by_type.values())
+    shares = [
+        TensorTypeShare(name, n, elems, nbytes, nbytes / total_bytes if total_bytes else 0.0)
+        for name, (n, elems, nbytes) in sorted(by_type.items(), key=lambda kv: -kv[1][2])
+    ]
+    return shares, total_elements, total_bytes
+
+
+def _scalar(reader: gguf.GGUFReader, key: str) -> Any:
+    """The value of a metadata key (str, number or list), or None when absent."""
+    fld = reader.get_field(key)
+    if fld is None:
+        return None
+    try:
+        return fld.contents()
+    except (UnicodeDecodeError, ValueError, IndexError) as exc:
+        raise ModelFileError(getattr(reader, "path", "GGUF file"), f"metadata key {key!r} is unreadable: {exc}") from None
+
+
+def _first_int(value: Any) -> int | None:
+    """Ints as they are; per-layer lists (some architectures) by their largest entry."""
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, list):
+        return max((int(v) for v in value), default=None)
+    return int(value)
+
+
+def _clean_opt(value: Any) -> str | None:
+    return clean_text(value) if isinstance(value, str) else None
+
+
+def _fim_tokens(reader: gguf.GGUFReader) -> dict[str, str]:
+    """The prefix/suffix/middle tokens: from the tokenizer's FIM keys, else by known spellings."""
+    tokens_field = reader.get_field("tokenizer.ggml.tokens")
+    if tokens_field is None:
+        return {}
+    found: dict[str, str] = {}
+    for role, key in (("prefix", "pre"), ("suffix", "suf"), ("middle", "mid")):
+        token_id = _first_int(_scalar(reader, f"tokenizer.ggml.fim_{key}_token_id"))
+        if token_id is not None and 0 <= token_id < len(tokens_field.data):
+            found[role] = clean_text(tokens_field.contents(token_id))
+    if len(found) == 3:
+        return found
+    vocab = set(tokens_field.contents())
+    for style in load_data("fim_tokens.toml")["style"]:
+        if all(style[role] in vocab for role in ("prefix", "suffix", "middle")):
+            return {role: style[role] for role in ("prefix", "suffix", "middle")}
+    return {}

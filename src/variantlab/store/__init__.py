@@ -1,0 +1,10 @@
+"""The one store: content-addressed blobs, manifests, and the sources that fill them."""
+
+from .files import ProgressFn, sha256_file
+from .sources import FetchResult, builtin_models, default_model_name, fetch
+from .store import Manifest, ResolvedModel, Store, VerifyReport
+
+__all__ = [
+    "FetchResult", "Manifest", "ProgressFn", "ResolvedModel", "Store", "VerifyReport",
+    "builtin_models", "default_model_name", "fetch", "sha256_file",
+]

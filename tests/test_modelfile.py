@@ -1,0 +1,111 @@
+"""Reading GGUF headers: right facts from good files, one clear line for bad ones."""
+
+from __future__ import annotations
+
+import resource
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import pytest
+
+from tests.tiny_gguf import EMBD, gguf_string, write_raw_header, write_tiny_model
+from variantlab.errors import ModelFileError
+from variantlab.modelfile import read_model_file
+
+
+def test_reads_the_facts_of_a_tiny_model(tiny_model: Path) -> None:
+    info = read_model_file(tiny_model)
+    stock = gguf.GGUFReader(tiny_model)
+    assert info.architecture == "llama"
+    assert info.parameters == sum(int(t.n_elements) for t in stock.tensors)
+    assert info.tensor_bytes == sum(int(t.n_bytes) for t in stock.tensors)
+    assert info.bits_per_weight == pytest.approx(info.tensor_bytes * 8 / info.parameters)
+    assert (info.n_layers, info.n_heads, info.n_kv_heads, info.embedding_length) == (2, 4, 2, EMBD)
+    assert info.head_dim == EMBD // 4
+    assert info.file_type == "Q4_K_M" and info.context_length == 4096
+    assert info.has_chat_template and info.license == "apache-2.0"
+    assert sum(t.share_of_bytes for t in info.tensor_types) == pytest.approx(1.0)
+    assert info.tensor_types[0].type == "Q4_K"  # the largest share first
+    assert info.fim_tokens == {}
+
+
+def test_finds_fim_tokens_by_their_spelling(tmp_path: Path) -> None:
+    path = write_tiny_model(tmp_path / "m.gguf", extra_tokens=("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
+    assert read_model_file(path).fim_tokens == {"prefix": "<|fim_prefix|>", "suffix": "<|fim_suffix|>", "middle": "<|fim_middle|>"}
+
+
+def test_missing_file_type_and_template(tmp_path: Path) -> None:
+    info = read_model_file(write_tiny_model(tmp_path / "m.gguf", file_type=None, chat_template=None, license=None))
+    assert info.file_type is None and info.file_type_id is None
+    assert not info.has_chat_template and info.license is None
+
+
+def test_control_characters_in_metadata_are_stripped(tmp_path: Path) -> None:
+    info = read_model_file(write_tiny_model(tmp_path / "m.gguf", name="evil\x1b]0;pwned\x07name"))
+    assert info.name == "evil]0;pwnedname"
+
+
+def _kv_string(key: bytes, value_len: int, value: bytes = b"") -> bytes:
+    return gguf_string(key) + struct.pack("<I", int(gguf.GGUFValueType.STRING)) + struct.pack("<Q", value_len) + value
+
+
+def _hostile_files(tmp: Path) -> dict[str, Path]:
+    good = write_tiny_model(tmp / "good.gguf")
+    data = good.read_bytes()
+    files = {
+        "text file": tmp / "notes.gguf",
+        "empty": tmp / "empty.gguf",
+        "magic only": tmp / "magic.gguf",
+        "billions of tensors": write_raw_header(tmp / "tensors.gguf", tensor_count=5_000_000_000, kv_count=0),
+        "billions of kv": write_raw_header(tmp / "kvs.gguf", tensor_count=0, kv_count=2**40),
+        "2^60-byte string": write_raw_header(tmp / "string.gguf", tensor_count=0, kv_count=1, body=_kv_string(b"general.name", 2**60, b"x" * 64)),
+        "2^60-item array": write_raw_header(
+            tmp / "array.gguf", tensor_count=0, kv_count=1,
+            body=gguf_string(b"tokenizer.ggml.scores") + struct.pack("<IIQ", int(gguf.GGUFValueType.ARRAY), int(gguf.GGUFValueType.UINT8), 2**60) + b"\0" * 64,
+        ),
+        "unknown value type": write_raw_header(tmp / "vtype.gguf", tensor_count=0, kv_count=1, body=gguf_string(b"k") + struct.pack("<I", 99) + b"\0" * 16),
+        "no architecture": write_raw_header(tmp / "noarch.gguf", tensor_count=0, kv_count=0),
+    }
+    files["text file"].write_text("this is not a model\n")
+    files["empty"].write_bytes(b"")
+    files["magic only"].write_bytes(b"GGUF")
+    for cut in (10, 24, 200, len(data) // 2, len(data) - 100):
+        path = tmp / f"cut{cut}.gguf"
+        path.write_bytes(data[:cut])
+        files[f"truncated at {cut}"] = path
+    return files
+
+
+def _limit_memory() -> None:
+    one_gib = 1 << 30
+    resource.setrlimit(resource.RLIMIT_AS, (2 * one_gib, 2 * one_gib))
+
+
+@pytest.mark.parametrize("case", [
+    "text file", "empty", "magic only", "billions of tensors", "billions of kv", "2^60-byte string",
+    "2^60-item array", "unknown value type", "no architecture",
+    "truncated at 10", "truncated at 24", "truncated at 200",
+])
+def test_hostile_file_gives_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
+    files = _hostile_files(tmp_path)
+    path = files[case]
+    done = subprocess.run(
+        [sys.executable, "-m", "variantlab.cli.app", "inspect", str(path)],
+        capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert str(path) in lines[0] and lines[0].startswith("variantlab: error:")
+    assert done.stdout == ""
+
+
+def test_truncation_anywhere_is_a_model_file_error(tmp_path: Path) -> None:
+    files = _hostile_files(tmp_path)
+    for label, path in files.items():
+        if label.startswith("truncated"):
+            with pytest.raises(ModelFileError, match="truncated|corrupt|not a GGUF"):
+                read_model_file(path)
