@@ -1,0 +1,7 @@
+"""The one engine: every command loads and runs models through it, in a child process."""
+
+from .child import EngineCrashed, EngineProcess
+from .llama import EngineError, Generation, Sampling
+from .settings import EngineSettings, default_threads
+
+__all__ = ["EngineCrashed", "EngineError", "EngineProcess", "EngineSettings", "Generation", "Sampling", "default_threads"]

@@ -1,0 +1,172 @@
+"""Running the engine in a child process, so a crash in llama.cpp cannot take variantlab down.
+
+``EngineProcess`` spawns a fresh interpreter that loads one model and answers calls over a
+pipe. If the child dies (a segfault in llama.cpp, the OOM killer), the caller gets
+``EngineCrashed`` with the signal or exit code, and can go on with other work.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import traceback
+from dataclasses import asdict
+from typing import Any
+
+from ..errors import VariantlabError
+from .llama import EngineError, Generation, LlamaEngine, Sampling
+from .settings import EngineSettings
+
+LOAD_TIMEOUT_S = 600
+
+
+class EngineCrashed(VariantlabError, RuntimeError):
+    """The engine's child process died; its signal or exit code is in the message."""
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class _Service:
+    """What the child can be asked to do. Each method returns plain data (picklable)."""
+
+    def __init__(self, engine: LlamaEngine) -> None:
+        self.engine = engine
+
+    def info(self) -> dict[str, Any]:
+        e = self.engine
+        return {"load_s": e.load_s, "n_ctx_train": e.n_ctx_train, "n_vocab": e.n_vocab,
+                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes()}
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.engine.tokenize(text, add_special)
+
+    def generate(self, prompt: list[int], max_tokens: int, stop: list[str] | None = None,
+                 sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+        return asdict(self.engine.generate(prompt, max_tokens, stop, Sampling(**(sampling or {}))))
+
+    def generate_batch(self, prompts: list[list[int]], max_tokens: int, stop: list[str] | None = None,
+                       sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        gens: list[Generation] = self.engine.generate_batch(prompts, max_tokens, stop, Sampling(**(sampling or {})))
+        return [asdict(g) for g in gens]
+
+    def reload_times(self, times: int) -> list[float]:
+        """Load the same model ``times`` more times (freeing each), for a spread of load times."""
+        path, settings = self.engine_path, self.engine.settings
+        found = []
+        for _ in range(times):
+            other = LlamaEngine(path, settings)
+            found.append(other.load_s)
+            other.close()
+        return found
+
+    def time_prompt(self, n_prompt: int, seed: int) -> tuple[float, float]:
+        return self.engine.time_prompt(n_prompt, seed)
+
+    def time_generation(self, n_gen: int) -> float:
+        return self.engine.time_generation(n_gen)
+
+    def peak_rss(self) -> int:
+        return _peak_rss_bytes()
+
+    def crash(self) -> None:
+        """Die the way a llama.cpp bug would (for tests of crash handling)."""
+        import ctypes
+
+        ctypes.string_at(0)
+
+
+def _child_main(conn: Any, model_path: str, settings: dict[str, Any]) -> None:
+    try:
+        engine = LlamaEngine(model_path, EngineSettings(**settings))
+    except VariantlabError as exc:
+        conn.send(("error", type(exc).__name__, exc.message))
+        return
+    service = _Service(engine)
+    service.engine_path = model_path  # type: ignore[attr-defined]
+    conn.send(("ready", engine.load_s))
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            break
+        method, kwargs = request
+        if method == "close":
+            break
+        try:
+            conn.send(("ok", getattr(service, method)(**kwargs)))
+        except VariantlabError as exc:
+            conn.send(("error", type(exc).__name__, exc.message))
+        except Exception as exc:  # report, keep serving
+            conn.send(("error", type(exc).__name__, "".join(traceback.format_exception_only(exc)).strip()))
+    engine.close()
+
+
+class EngineProcess:
+    """A model loaded in a child process. Use as a context manager; call methods with ``call``."""
+
+    def __init__(self, model_path: str, settings: EngineSettings) -> None:
+        self.model_path = model_path
+        self.settings = settings.resolved()
+        self._proc: Any = None
+        self._conn: Any = None
+        self.load_s: float | None = None
+
+    def __enter__(self) -> EngineProcess:
+        ctx = mp.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        self._proc = ctx.Process(target=_child_main, args=(child_conn, self.model_path, self.settings.to_dict()), daemon=True)
+        self._proc.start()
+        child_conn.close()
+        reply = self._receive(LOAD_TIMEOUT_S, during="loading")
+        if reply[0] == "error":
+            self.close()
+            raise EngineError(reply[2])
+        self.load_s = reply[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run ``method`` in the child and return its result; EngineCrashed if the child dies."""
+        try:
+            self._conn.send((method, kwargs))
+        except (BrokenPipeError, OSError):
+            raise self._crashed(f"calling {method}") from None
+        reply = self._receive(timeout, during=method)
+        if reply[0] == "error":
+            raise EngineError(reply[2])
+        return reply[1]
+
+    def _receive(self, timeout: float | None, during: str) -> Any:
+        if not self._conn.poll(timeout):
+            self.close()
+            raise EngineCrashed(f"the engine process did not answer within {timeout:.0f} s while {during}; it was stopped")
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            raise self._crashed(during) from None
+
+    def _crashed(self, during: str) -> EngineCrashed:
+        self._proc.join(timeout=5)
+        code = self._proc.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        self.close()
+        return EngineCrashed(f"the engine process died ({how}) while {during} {self.model_path}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(("close", {}))
+            except (BrokenPipeError, OSError):
+                pass
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+            self._proc = None
