@@ -65,5 +65,12 @@ def default_model(real_store: Store) -> str:
     return str(real_store.resolve(default_model_name()).path)
 
 
+@pytest.fixture(scope="session")
+def smol_model(real_store: Store) -> str:
+    """SmolLM2-135M (98 MB): a real model small enough for fast engine tests."""
+    fetch("smollm2-135m-instruct:q4_1", store=real_store)
+    return str(real_store.resolve("smollm2-135m-instruct:q4_1").path)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"variantlab real store: {REAL_HOME} (VARIANTLAB_HOME={os.environ.get('VARIANTLAB_HOME', 'unset')})"

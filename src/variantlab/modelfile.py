@@ -117,11 +117,20 @@ class ModelFile:
     fim_tokens: dict[str, str]
     tokenizer_model: str | None
     license: str | None
+    embedding_bytes: int = 0
+    has_output_tensor: bool = False
     metadata_keys: list[str] = field(repr=False, default_factory=list)
 
     @property
     def has_chat_template(self) -> bool:
         return bool(self.chat_template)
+
+    @property
+    def bytes_read_per_token(self) -> int:
+        """Weight bytes a generated token reads: every tensor once, except that the input
+        embedding is a lookup of one row, unless the model ties it to the output projection
+        (no output.weight), when the whole matrix is read as the output layer."""
+        return self.tensor_bytes - (self.embedding_bytes if self.has_output_tensor else 0)
 
 
 def clean_text(text: str) -> str:
@@ -187,6 +196,8 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         fim_tokens=_fim_tokens(reader),
         tokenizer_model=_clean_opt(_scalar(reader, "tokenizer.ggml.model")),
         license=_clean_opt(_scalar(reader, "general.license")),
+        embedding_bytes=sum(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight"),
+        has_output_tensor=any(t.name == "output.weight" for t in reader.tensors),
         metadata_keys=[k for k in reader.fields if not k.startswith("GGUF.")],
     )
 

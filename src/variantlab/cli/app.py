@@ -12,9 +12,11 @@ import typer
 
 from .. import config
 from ..errors import VariantlabError
+from . import bench as bench_cmd
 from . import explain as explain_cmd
 from . import inspect as inspect_cmd
 from . import models as models_cmd
+from . import results as results_cmd
 
 app = typer.Typer(
     name="variantlab",
@@ -26,6 +28,8 @@ app = typer.Typer(
 app.add_typer(models_cmd.app, name="models")
 app.command("inspect")(inspect_cmd.inspect)
 app.command("explain")(explain_cmd.explain)
+app.command("bench")(bench_cmd.bench)
+app.add_typer(results_cmd.app, name="results")
 
 
 def _one_line(text: str) -> str:

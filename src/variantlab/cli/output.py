@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ..store.files import ProgressFn
 
 PHASE_LABELS = {"download": "downloading", "packages": "fetching packages", "copy": "copying", "hash": "hashing"}
-COUNTED_PHASES = {"packages"}  # phases that count items; the others count bytes
+BYTE_PHASES = {"download", "copy", "hash"}  # phases that count bytes; the others count steps
 
 
 def stdout_console() -> Console:
@@ -38,7 +38,7 @@ def progress_bars() -> Iterator[ProgressFn]:
         tasks: dict[str, Any] = {}
 
         def report(phase: str, done: int, total: int | None) -> None:
-            if phase in COUNTED_PHASES:
+            if phase not in BYTE_PHASES:
                 amount = f"{done}/{total}" if total else str(done)
             else:
                 amount = f"{human_bytes(done)} / {human_bytes(total)}" if total else human_bytes(done)

@@ -36,8 +36,11 @@ class _Service:
 
     def info(self) -> dict[str, Any]:
         e = self.engine
+        import llama_cpp
+
         return {"load_s": e.load_s, "n_ctx_train": e.n_ctx_train, "n_vocab": e.n_vocab,
-                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes()}
+                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes(),
+                "system_info": llama_cpp.llama_print_system_info().decode()}
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.engine.tokenize(text, add_special)

@@ -25,7 +25,7 @@ class EngineSettings:
     """Load and run parameters. The defaults are llama-bench's, so measurements compare."""
 
     n_ctx: int = 4096
-    n_threads: int = 0  # 0: default_threads()
+    n_threads: int | None = None  # None: default_threads()
     n_batch: int = 2048
     n_ubatch: int = 512
     n_seq_max: int = 1
@@ -36,9 +36,9 @@ class EngineSettings:
 
     def resolved(self) -> EngineSettings:
         """These settings with defaults filled in and every value checked."""
-        threads = self.n_threads or default_threads()
-        if self.n_threads < 0 or threads > 1024:
-            raise UsageError(f"--threads {self.n_threads} is out of range", hint="use a positive number of threads")
+        threads = default_threads() if self.n_threads is None else self.n_threads
+        if not 1 <= threads <= 1024:
+            raise UsageError(f"--threads {self.n_threads} is out of range", hint="use 1 to 1024 threads, or leave it out for one per physical core")
         if not 16 <= self.n_ctx <= 1 << 22:
             raise UsageError(f"context {self.n_ctx} is out of range", hint="use between 16 and 4194304 tokens")
         if self.n_batch < 1 or self.n_ubatch < 1 or self.n_seq_max < 1:

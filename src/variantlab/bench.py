@@ -1,0 +1,151 @@
+"""`bench`: the standardized speed and resource test, at parity with llama-bench.
+
+Each model runs in a fresh engine process (one measurement cannot warm or pollute another).
+Per repetition, as llama-bench does: a prompt of ``n_prompt`` random tokens from an empty
+cache (prompt tokens/s; time to first token adds the first sampled token), then ``n_gen``
+tokens generated one at a time from an empty cache (generation tokens/s), after one
+warm-up of each. Load time is measured ``reps`` times in the same process. Every run,
+failed ones too, goes into the results database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from importlib.metadata import version
+from typing import Any
+
+from . import __version__
+from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings
+from .errors import UsageError
+from .hardware import machine_facts, memory_bandwidth
+from .modelfile import read_model_file
+from .results import Metric, ResultsDB, Run
+from .store import Store
+from .store.files import ProgressFn, no_progress
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What to measure: prompt and generation lengths, repetitions, engine settings."""
+
+    n_prompt: int = 512
+    n_gen: int = 128
+    reps: int = 5
+    settings: EngineSettings = EngineSettings()
+    explicit_ctx: bool = False  # False: the context is n_prompt + n_gen, as in llama-bench
+
+    def checked(self) -> BenchPlan:
+        if self.reps < 1 or self.reps > 1000:
+            raise UsageError(f"--reps {self.reps} is out of range", hint="use 1 to 1000")
+        if self.n_prompt < 0 or self.n_gen < 0 or self.n_prompt + self.n_gen == 0:
+            raise UsageError("--prompt and --gen must be ≥ 0 and not both 0")
+        settings = self.settings if self.explicit_ctx else replace(self.settings, n_ctx=max(16, self.n_prompt + self.n_gen))
+        return replace(self, settings=settings.resolved())
+
+
+def engine_version(system_info: str) -> str:
+    return f"llama-cpp-python {version('llama-cpp-python')} | {system_info.strip()}"
+
+
+def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None, db: ResultsDB | None = None,
+                 progress: ProgressFn = no_progress) -> list[dict[str, Any]]:
+    """Bench each model in turn; a model that fails is recorded as failed and the rest go on."""
+    plan = plan.checked()
+    store = store or Store()
+    bandwidth = memory_bandwidth()
+    hardware = machine_facts()
+    own_db = db is None
+    db = db or ResultsDB()
+    try:
+        return [_bench_one(ref, plan, store, db, hardware, bandwidth, progress) for ref in refs]
+    finally:
+        if own_db:
+            db.close()
+
+
+def _bench_one(ref: str, plan: BenchPlan, store: Store, db: ResultsDB, hardware: dict[str, Any],
+               bandwidth: float, progress: ProgressFn) -> dict[str, Any]:
+    resolved = store.resolve(ref)
+    info = read_model_file(resolved.path)
+    if info.context_length and plan.settings.n_ctx > info.context_length:
+        raise UsageError(f"context {plan.settings.n_ctx} exceeds {ref}'s maximum of {info.context_length} tokens")
+    sha = resolved.manifest.sha256 if resolved.manifest else None
+    settings = {**plan.settings.to_dict(), "n_prompt": plan.n_prompt, "n_gen": plan.n_gen, "reps": plan.reps}
+    run = Run(kind="bench", model=resolved.label, backend="llama.cpp", settings=settings, hardware=hardware,
+              variantlab_version=__version__, model_sha256=sha, file_type=info.file_type)
+    try:
+        measured, run.engine_version = _measure(str(resolved.path), plan, f"bench {resolved.label}", progress)
+    except (EngineError, EngineCrashed) as exc:
+        run.status, run.error = "failed", exc.message
+        db.record(run)
+        return {"model": resolved.label, "status": "failed", "error": exc.message, "run_id": run.id}
+    per_token = info.bytes_read_per_token
+    gen = measured["gen_tokens_per_s"]
+    run.metrics = {
+        "load_s": Metric.of("load_s", measured["load_s"], "s"),
+        "ttft_s": Metric.of("ttft_s", measured["ttft_s"], "s"),
+        "prompt_tokens_per_s": Metric.of("prompt_tokens_per_s", measured["prompt_tokens_per_s"], "tokens/s"),
+        "gen_tokens_per_s": Metric.of("gen_tokens_per_s", gen, "tokens/s"),
+        "peak_rss_bytes": Metric.of("peak_rss_bytes", [measured["peak_rss_bytes"]], "bytes"),
+        "bandwidth_fraction": Metric.of("bandwidth_fraction", [g * per_token / bandwidth for g in gen], "ratio"),
+        "ceiling_tokens_per_s": Metric.of("ceiling_tokens_per_s", [bandwidth / per_token], "tokens/s"),
+    }
+    db.record(run)
+    return summary(run, bandwidth, per_token)
+
+
+def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tuple[dict[str, Any], str]:
+    steps = plan.reps + 2
+    found: dict[str, Any] = {"ttft_s": [], "prompt_tokens_per_s": [], "gen_tokens_per_s": []}
+    progress(label, 0, steps)
+    with EngineProcess(path, plan.settings) as engine:
+        found["load_s"] = [engine.load_s, *engine.call("reload_times", times=plan.reps - 1)]
+        progress(label, 1, steps)
+        if plan.n_prompt:
+            engine.call("time_prompt", n_prompt=plan.n_prompt, seed=0)  # warm-up, as llama-bench
+        if plan.n_gen:
+            engine.call("time_generation", n_gen=1)
+        progress(label, 2, steps)
+        for rep in range(plan.reps):
+            if plan.n_prompt:
+                prompt_s, ttft = engine.call("time_prompt", n_prompt=plan.n_prompt, seed=rep + 1)
+                found["prompt_tokens_per_s"].append(plan.n_prompt / prompt_s)
+                found["ttft_s"].append(ttft)
+            if plan.n_gen:
+                found["gen_tokens_per_s"].append(plan.n_gen / engine.call("time_generation", n_gen=plan.n_gen))
+            progress(label, rep + 3, steps)
+        info = engine.call("info")
+    found["peak_rss_bytes"] = info["peak_rss_bytes"]
+    return found, engine_version(info["system_info"])
+
+
+def summary(run: Run, bandwidth: float, bytes_per_token: int) -> dict[str, Any]:
+    """The JSON shape of one bench result: medians at the top level, spreads beside them."""
+    med = {name: m.median for name, m in run.metrics.items()}
+    return {
+        "model": run.model,
+        "status": run.status,
+        "run_id": run.id,
+        "model_sha256": run.model_sha256,
+        "file_type": run.file_type,
+        "load_s": med["load_s"],
+        "ttft_s": med["ttft_s"],
+        "prompt_tokens_per_s": med["prompt_tokens_per_s"],
+        "gen_tokens_per_s": med["gen_tokens_per_s"],
+        "peak_rss_bytes": int(med["peak_rss_bytes"] or 0),
+        "peak_vram_bytes": None,
+        "bandwidth_fraction": med["bandwidth_fraction"],
+        "ceiling_tokens_per_s": med["ceiling_tokens_per_s"],
+        "bandwidth_bytes_per_s": bandwidth,
+        "bytes_read_per_token": bytes_per_token,
+        "reps": run.settings["reps"],
+        "threads": run.settings["n_threads"],
+        "n_prompt": run.settings["n_prompt"],
+        "n_gen": run.settings["n_gen"],
+        "ctx": run.settings["n_ctx"],
+        "spread": {name: {"min": m.min, "max": m.max, "stdev": m.stdev, "n": m.n} for name, m in run.metrics.items()},
+        "engine_version": run.engine_version,
+    }
+
+
+__all__ = ["BenchPlan", "bench_models", "engine_version"]

@@ -1,0 +1,66 @@
+"""`variantlab bench MODEL…`: load time, time to first token, prompt and generation speed, memory."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..bench import BenchPlan, bench_models
+from ..engine import EngineSettings
+from .output import human_bytes, print_json, progress_bars, stdout_console
+
+
+def bench(
+    models: Annotated[list[str], typer.Argument(help="Store names or .gguf paths; each runs in its own fresh process.")],
+    prompt: Annotated[int, typer.Option("--prompt", help="Prompt tokens per repetition (llama-bench -p).")] = 512,
+    gen: Annotated[int, typer.Option("--gen", help="Generated tokens per repetition (llama-bench -n).")] = 128,
+    reps: Annotated[int, typer.Option(help="Repetitions; medians and spreads are over these.")] = 5,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
+    ctx: Annotated[Optional[int], typer.Option(help="Context size (default: prompt + gen, as llama-bench).")] = None,
+    gpu_layers: Annotated[int, typer.Option(help="Layers to offload to a GPU (-1: all that fit).")] = -1,
+    flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout: an object for one model, a list for several.")] = False,
+) -> None:
+    """Measure each model as llama-bench does, plus load time, time to first token and peak memory.
+
+    Exit code 2 if any model failed (it is still recorded as a failed run).
+    """
+    settings = EngineSettings(n_threads=threads, n_gpu_layers=gpu_layers, flash_attn=flash_attn,
+                              **({"n_ctx": ctx} if ctx is not None else {}))
+    plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None)
+    with progress_bars() as progress:
+        results = bench_models(models, plan, progress=progress)
+    if json_out:
+        print_json(results[0] if len(results) == 1 else results)
+    else:
+        render(results)
+    failed = [r for r in results if r["status"] != "ok"]
+    for r in failed:
+        print(f"variantlab: error: {r['model']}: {r['error']}", file=sys.stderr)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _spread(r: dict[str, Any], key: str, fmt: str) -> str:
+    s = r["spread"][key]
+    return f"{format(r[key], fmt)} ±{format(s['stdev'] or 0, fmt)}"
+
+
+def render(results: list[dict[str, Any]]) -> None:
+    ok = [r for r in results if r["status"] == "ok"]
+    if not ok:
+        return
+    first = ok[0]
+    table = Table("model", "type", "load s", "TTFT s", f"pp{first['n_prompt']} t/s", f"tg{first['n_gen']} t/s",
+                  "ceiling t/s", "of bandwidth", "peak RSS",
+                  title=f"bench: {first['reps']} reps, {first['threads']} threads, ctx {first['ctx']} (median ± stdev)")
+    for r in ok:
+        table.add_row(r["model"], r["file_type"] or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
+                      _spread(r, "prompt_tokens_per_s", ".1f"), _spread(r, "gen_tokens_per_s", ".1f"),
+                      f"{r['ceiling_tokens_per_s']:.1f}", f"{r['bandwidth_fraction']:.0%}", human_bytes(r["peak_rss_bytes"]))
+    console = stdout_console()
+    console.print(table)
+    console.print(f"ceiling: measured memory bandwidth {first['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s ÷ weight bytes read per token")

@@ -1,0 +1,108 @@
+"""Facts about this machine that make measurements comparable, and its memory bandwidth.
+
+Token generation on a CPU reads every weight once per token, so memory bandwidth sets the
+ceiling: tokens/s ≤ bandwidth ÷ bytes read per token. The probe reads a 512 MiB buffer
+with one thread per core and keeps the best of several passes; the result is cached per
+machine in the user directory.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from . import config
+from .store.files import atomic_write_text
+
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "asimd", "sve")
+PROBE_BYTES = 512 * 1024 * 1024
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def simd_features() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in SIMD_FLAGS if f in flags]
+
+
+def gpus() -> list[dict[str, Any]]:
+    """NVIDIA GPUs through NVML when the driver and nvidia-ml-py are present; else none."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    found = []
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+        mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        name = pynvml.nvmlDeviceGetName(handle)
+        found.append({"name": name.decode() if isinstance(name, bytes) else name, "total_bytes": mem.total, "free_bytes": mem.free})
+    return found
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a result depends on besides the model and the settings."""
+    vm = psutil.virtual_memory()
+    return {
+        "cpu": cpu_model(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "simd": simd_features(),
+        "ram_total_bytes": vm.total,
+        "ram_available_bytes": vm.available,
+        "gpus": gpus(),
+        "os": platform.platform(),
+    }
+
+
+def _probe_bandwidth(threads: int, passes: int = 5) -> float:
+    """Bytes per second read by ``threads`` threads reducing disjoint slices of one buffer."""
+    data = np.ones(PROBE_BYTES // 8, dtype=np.int64)
+    chunks = np.array_split(data, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            list(pool.map(np.bitwise_or.reduce, chunks))
+            best = min(best, time.perf_counter() - t0)
+    return data.nbytes / best
+
+
+def memory_bandwidth(refresh: bool = False) -> float:
+    """Measured memory read bandwidth in bytes/s, cached per CPU model and core count."""
+    cache = config.home() / "hardware.json"
+    key = f"{cpu_model()}|{psutil.cpu_count(logical=True)}"
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if not refresh and cached.get("key") == key and cached.get("bandwidth_bytes_per_s"):
+        return float(cached["bandwidth_bytes_per_s"])
+    value = _probe_bandwidth(psutil.cpu_count(logical=True) or 1)
+    atomic_write_text(cache, json.dumps({"key": key, "bandwidth_bytes_per_s": value, "measured_at": time.time()}) + "\n")
+    return value
