@@ -40,7 +40,7 @@ def test_existing_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> Non
         assert db.applied_migrations() == [name for name, _ in MIGRATIONS]
         kept = db.get(int(run_id))
         assert kept.model == "old-model" and kept.metrics["gen_tokens_per_s"].median == 5
-        assert kept.suite is None
+        assert kept.suite is None and kept.metrics["gen_tokens_per_s"].samples == ()
 
 
 def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_record_and_read_back(tmp_path: Path) -> None:
         run_id = db.record(make_run())
         back = db.get(run_id)
         m = back.metrics["gen_tokens_per_s"]
-        assert (m.median, m.min, m.max, m.n) == (11, 10, 12, 3)
+        assert (m.median, m.min, m.max, m.n, m.samples) == (11, 10, 12, 3, (10.0, 12.0, 11.0))
         assert back.comparable_key() == make_run().comparable_key()
         assert [r.id for r in db.runs(kind="bench")] == [run_id]
         with pytest.raises(UsageError, match="no result with id 999"):

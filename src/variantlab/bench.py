@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings
+from .engine.openai_backend import filler_prompt, is_openai_spec, resolve_endpoint, time_completion
 from .errors import UsageError
 from .hardware import machine_facts, memory_bandwidth
 from .modelfile import read_model_file
@@ -48,8 +49,12 @@ def engine_version(system_info: str) -> str:
 
 
 def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None, db: ResultsDB | None = None,
-                 progress: ProgressFn = no_progress) -> list[dict[str, Any]]:
-    """Bench each model in turn; a model that fails is recorded as failed and the rest go on."""
+                 progress: ProgressFn = no_progress, api_model: str | None = None,
+                 api_key: str | None = None) -> list[dict[str, Any]]:
+    """Bench each model in turn; a model that fails is recorded as failed and the rest go on.
+
+    A ref ``openai:URL[#MODEL]`` benches a running OpenAI-compatible server instead.
+    """
     plan = plan.checked()
     store = store or Store()
     bandwidth = memory_bandwidth()
@@ -57,7 +62,11 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
     own_db = db is None
     db = db or ResultsDB()
     try:
-        return [_bench_one(ref, plan, store, db, hardware, bandwidth, progress) for ref in refs]
+        return [
+            _bench_openai(ref, plan, db, hardware, progress, api_model, api_key) if is_openai_spec(ref)
+            else _bench_one(ref, plan, store, db, hardware, bandwidth, progress)
+            for ref in refs
+        ]
     finally:
         if own_db:
             db.close()
@@ -117,6 +126,38 @@ def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tu
         info = engine.call("info")
     found["peak_rss_bytes"] = info["peak_rss_bytes"]
     return found, engine_version(info["system_info"])
+
+
+def _bench_openai(ref: str, plan: BenchPlan, db: ResultsDB, hardware: dict[str, Any], progress: ProgressFn,
+                  api_model: str | None, api_key: str | None) -> dict[str, Any]:
+    """Time a server's streamed completions; load time and memory are the server's, not measured."""
+    endpoint = resolve_endpoint(ref, api_model, api_key)
+    if plan.n_gen < 2:
+        raise UsageError("an OpenAI endpoint is timed from its stream: use --gen 2 or more")
+    settings = {"n_prompt": plan.n_prompt, "n_gen": plan.n_gen, "reps": plan.reps, "endpoint": endpoint.base_url}
+    run = Run(kind="bench", model=endpoint.label, backend="openai", settings=settings, hardware=hardware,
+              variantlab_version=__version__, engine_version=f"openai-compatible server at {endpoint.base_url}")
+    prompt = filler_prompt(plan.n_prompt)
+    samples: list[dict[str, float | None]] = []
+    time_completion(endpoint, prompt, 2)  # warm-up: the server may load the model on first use
+    for rep in range(plan.reps):
+        progress(f"bench {endpoint.label}", rep, plan.reps)
+        samples.append(time_completion(endpoint, prompt, plan.n_gen))
+    run.metrics = {  # a figure the server does not report (prompt tokens) is left out, not zeroed
+        name: Metric.of(name, [v for s in samples if (v := s[name]) is not None], unit)
+        for name, unit in (("ttft_s", "s"), ("gen_tokens_per_s", "tokens/s"), ("prompt_tokens_per_s", "tokens/s (estimate)"))
+    }
+    db.record(run)
+    med = {name: m.median for name, m in run.metrics.items()}
+    return {
+        "model": endpoint.label, "status": "ok", "run_id": run.id, "backend": "openai",
+        "load_s": None, "ttft_s": med["ttft_s"], "prompt_tokens_per_s": med["prompt_tokens_per_s"],
+        "gen_tokens_per_s": med["gen_tokens_per_s"], "peak_rss_bytes": None, "bandwidth_fraction": None,
+        "reps": plan.reps, "threads": None, "n_prompt": plan.n_prompt, "n_gen": plan.n_gen,
+        "prompt_tokens": samples[-1]["prompt_tokens"],
+        "spread": {name: {"min": m.min, "max": m.max, "stdev": m.stdev, "n": m.n} for name, m in run.metrics.items()},
+        "note": "timed from the stream: prompt tokens/s is prompt tokens ÷ TTFT, network included",
+    }
 
 
 def summary(run: Run, bandwidth: float, bytes_per_token: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from .output import human_bytes, print_json, progress_bars, stdout_console
 
 
 def bench(
-    models: Annotated[list[str], typer.Argument(help="Store names or .gguf paths; each runs in its own fresh process.")],
+    models: Annotated[list[str], typer.Argument(help="Store names or .gguf paths (each runs in its own fresh process), or openai:URL[#MODEL] for a running OpenAI-compatible server.")],
     prompt: Annotated[int, typer.Option("--prompt", help="Prompt tokens per repetition (llama-bench -p).")] = 512,
     gen: Annotated[int, typer.Option("--gen", help="Generated tokens per repetition (llama-bench -n).")] = 128,
     reps: Annotated[int, typer.Option(help="Repetitions; medians and spreads are over these.")] = 5,
@@ -22,6 +22,8 @@ def bench(
     ctx: Annotated[Optional[int], typer.Option(help="Context size (default: prompt + gen, as llama-bench).")] = None,
     gpu_layers: Annotated[int, typer.Option(help="Layers to offload to a GPU (-1: all that fit).")] = -1,
     flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = "auto",
+    api_model: Annotated[Optional[str], typer.Option(help="For openai:URL models: the server's model id (default: its first).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="For openai:URL models: the bearer key.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout: an object for one model, a list for several.")] = False,
 ) -> None:
     """Measure each model as llama-bench does, plus load time, time to first token and peak memory.
@@ -32,7 +34,7 @@ def bench(
                               **({"n_ctx": ctx} if ctx is not None else {}))
     plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None)
     with progress_bars() as progress:
-        results = bench_models(models, plan, progress=progress)
+        results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key)
     if json_out:
         print_json(results[0] if len(results) == 1 else results)
     else:
@@ -45,12 +47,20 @@ def bench(
 
 
 def _spread(r: dict[str, Any], key: str, fmt: str) -> str:
+    if r[key] is None:
+        return "-"
     s = r["spread"][key]
     return f"{format(r[key], fmt)} ±{format(s['stdev'] or 0, fmt)}"
 
 
 def render(results: list[dict[str, Any]]) -> None:
-    ok = [r for r in results if r["status"] == "ok"]
+    ok = [r for r in results if r["status"] == "ok" and r.get("backend") != "openai"]
+    served = [r for r in results if r.get("backend") == "openai"]
+    if served:
+        table = Table("endpoint", "TTFT s", "gen t/s", "prompt t/s (estimate)", title="bench of OpenAI-compatible servers (median ± stdev)")
+        for r in served:
+            table.add_row(r["model"], _spread(r, "ttft_s", ".3f"), _spread(r, "gen_tokens_per_s", ".1f"), _spread(r, "prompt_tokens_per_s", ".1f"))
+        stdout_console().print(table)
     if not ok:
         return
     first = ok[0]
@@ -60,7 +70,9 @@ def render(results: list[dict[str, Any]]) -> None:
     for r in ok:
         table.add_row(r["model"], r["file_type"] or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
                       _spread(r, "prompt_tokens_per_s", ".1f"), _spread(r, "gen_tokens_per_s", ".1f"),
-                      f"{r['ceiling_tokens_per_s']:.1f}", f"{r['bandwidth_fraction']:.0%}", human_bytes(r["peak_rss_bytes"]))
+                      f"{r['ceiling_tokens_per_s']:.1f}",
+                      f"{r['bandwidth_fraction']:.0%}" if r["bandwidth_fraction"] is not None else "-",
+                      human_bytes(r["peak_rss_bytes"]))
     console = stdout_console()
     console.print(table)
     console.print(f"ceiling: measured memory bandwidth {first['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s ÷ weight bytes read per token")

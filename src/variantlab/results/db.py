@@ -35,6 +35,7 @@ class Metric:
     stdev: float | None
     n: int
     unit: str
+    samples: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, name: str, values: Iterable[float], unit: str) -> Metric:
@@ -42,7 +43,7 @@ class Metric:
         if not vals:
             return cls(name, None, None, None, None, 0, unit)
         return cls(name, statistics.median(vals), min(vals), max(vals),
-                   statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals), unit)
+                   statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals), unit, tuple(vals))
 
 
 @dataclass
@@ -139,8 +140,9 @@ class ResultsDB:
             )
             run_id = int(cur.lastrowid or 0)
             self.conn.executemany(
-                "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?)",
-                [(run_id, m.name, m.median, m.min, m.max, m.stdev, m.n, m.unit) for m in run.metrics.values()],
+                "INSERT INTO metrics (run_id, name, median, min, max, stdev, n, unit, samples) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(run_id, m.name, m.median, m.min, m.max, m.stdev, m.n, m.unit, json.dumps(list(m.samples)))
+                 for m in run.metrics.values()],
             )
         run.id = run_id
         return run_id
@@ -162,7 +164,8 @@ class ResultsDB:
 
     def _run(self, row: sqlite3.Row) -> Run:
         metrics = {
-            m["name"]: Metric(m["name"], m["median"], m["min"], m["max"], m["stdev"], m["n"], m["unit"])
+            m["name"]: Metric(m["name"], m["median"], m["min"], m["max"], m["stdev"], m["n"], m["unit"],
+                              tuple(json.loads(m["samples"] or "[]")))
             for m in self.conn.execute("SELECT * FROM metrics WHERE run_id = ? ORDER BY name", (row["id"],))
         }
         return Run(

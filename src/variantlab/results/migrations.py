@@ -45,4 +45,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN dataset_sha256 TEXT;
         """,
     ),
+    (
+        "0003_metric_samples",
+        """
+        ALTER TABLE metrics ADD COLUMN samples TEXT;        -- JSON list of the per-repetition values
+        """,
+    ),
 ]
