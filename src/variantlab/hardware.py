@@ -1,9 +1,10 @@
 """Facts about this machine that make measurements comparable, and its memory bandwidth.
 
 Token generation on a CPU reads every weight once per token, so memory bandwidth sets the
-ceiling: tokens/s ≤ bandwidth ÷ bytes read per token. The probe reads a 512 MiB buffer
-with one thread per core and keeps the best of several passes; the result is cached per
-machine in the user directory.
+ceiling: tokens/s ≤ bandwidth ÷ bytes read per token. The probe reads a 1 GiB buffer (far
+beyond any cache) with one thread per core and keeps the best of 7 passes. The result is
+cached per machine in the user directory, unless the CPU was busy when it was taken: a
+probe under load (a compile, say) reads low and would make every ceiling wrong.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from . import config
 from .store.files import atomic_write_text
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "asimd", "sve")
-PROBE_BYTES = 512 * 1024 * 1024
+PROBE_BYTES = 1024 * 1024 * 1024
+BUSY_PERCENT = 25.0  # above this CPU use, a probe is used once but not cached
 
 
 def cpu_model() -> str:
@@ -80,7 +82,7 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def _probe_bandwidth(threads: int, passes: int = 5) -> float:
+def _probe_bandwidth(threads: int, passes: int = 7) -> float:
     """Bytes per second read by ``threads`` threads reducing disjoint slices of one buffer."""
     data = np.ones(PROBE_BYTES // 8, dtype=np.int64)
     chunks = np.array_split(data, threads)
@@ -103,6 +105,9 @@ def memory_bandwidth(refresh: bool = False) -> float:
         cached = {}
     if not refresh and cached.get("key") == key and cached.get("bandwidth_bytes_per_s"):
         return float(cached["bandwidth_bytes_per_s"])
+    busy = psutil.cpu_percent(interval=0.3)
     value = _probe_bandwidth(psutil.cpu_count(logical=True) or 1)
-    atomic_write_text(cache, json.dumps({"key": key, "bandwidth_bytes_per_s": value, "measured_at": time.time()}) + "\n")
+    if busy <= BUSY_PERCENT:
+        record = {"key": key, "bandwidth_bytes_per_s": value, "measured_at": time.time(), "cpu_busy_percent": busy}
+        atomic_write_text(cache, json.dumps(record) + "\n")
     return value
