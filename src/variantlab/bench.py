@@ -57,6 +57,9 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
     """
     plan = plan.checked()
     store = store or Store()
+    for ref in refs:  # a misspelt name fails now, not after the models before it have run
+        if not is_openai_spec(ref):
+            store.resolve(ref)
     bandwidth = memory_bandwidth()
     hardware = machine_facts()
     own_db = db is None

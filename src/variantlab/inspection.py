@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .explain import Disagreement, VariantName, compare_with_file, explain_name
@@ -65,8 +66,6 @@ def explain_variant(ref: str, *, store: Store | None = None) -> tuple[VariantNam
     if manifest is not None:
         path = store.blob_path(manifest.sha256)
     else:
-        from pathlib import Path
-
         path = Path(ref).expanduser()
         if not path.is_file():
             return explain_name(ref), None

@@ -56,3 +56,9 @@ def test_bad_bench_input_is_one_line_exit_2(cli, smol_model: str, args: tuple[st
 def test_bench_missing_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     r = cli("bench", str(tmp_path / "nope.gguf"))
     assert r.code == 2 and "no such file" in r.err
+
+
+def test_a_misspelt_name_stops_before_any_model_runs(cli, smol_model: str) -> None:  # type: ignore[no-untyped-def]
+    r = cli("bench", smol_model, "qwen-coder-typo", "--reps", "1")
+    assert r.code == 2 and "unknown model 'qwen-coder-typo'" in r.err
+    assert cli("results", "list", "--json").out.strip() == "[]"
