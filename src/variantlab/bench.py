@@ -21,7 +21,7 @@ from .errors import UsageError
 from .hardware import machine_facts, memory_bandwidth
 from .modelfile import read_model_file
 from .results import Metric, ResultsDB, Run
-from .store import Store
+from .store import ResolvedModel, Store
 from .store.files import ProgressFn, no_progress
 
 
@@ -57,9 +57,8 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
     """
     plan = plan.checked()
     store = store or Store()
-    for ref in refs:  # a misspelt name fails now, not after the models before it have run
-        if not is_openai_spec(ref):
-            store.resolve(ref)
+    # every name is resolved before anything runs: a misspelt third name fails at once
+    resolved = {ref: store.resolve(ref) for ref in refs if not is_openai_spec(ref)}
     bandwidth = memory_bandwidth()
     hardware = machine_facts()
     own_db = db is None
@@ -67,7 +66,7 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
     try:
         return [
             _bench_openai(ref, plan, db, hardware, progress, api_model, api_key) if is_openai_spec(ref)
-            else _bench_one(ref, plan, store, db, hardware, bandwidth, progress)
+            else _bench_one(resolved[ref], plan, db, hardware, bandwidth, progress)
             for ref in refs
         ]
     finally:
@@ -75,12 +74,11 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
             db.close()
 
 
-def _bench_one(ref: str, plan: BenchPlan, store: Store, db: ResultsDB, hardware: dict[str, Any],
+def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware: dict[str, Any],
                bandwidth: float, progress: ProgressFn) -> dict[str, Any]:
-    resolved = store.resolve(ref)
     info = read_model_file(resolved.path)
     if info.context_length and plan.settings.n_ctx > info.context_length:
-        raise UsageError(f"context {plan.settings.n_ctx} exceeds {ref}'s maximum of {info.context_length} tokens")
+        raise UsageError(f"context {plan.settings.n_ctx} exceeds {resolved.label}'s maximum of {info.context_length} tokens")
     sha = resolved.manifest.sha256 if resolved.manifest else None
     settings = {**plan.settings.to_dict(), "n_prompt": plan.n_prompt, "n_gen": plan.n_gen, "reps": plan.reps}
     run = Run(kind="bench", model=resolved.label, backend="llama.cpp", settings=settings, hardware=hardware,
@@ -151,21 +149,27 @@ def _bench_openai(ref: str, plan: BenchPlan, db: ResultsDB, hardware: dict[str, 
         for name, unit in (("ttft_s", "s"), ("gen_tokens_per_s", "tokens/s"), ("prompt_tokens_per_s", "tokens/s (estimate)"))
     }
     db.record(run)
-    med = {name: m.median for name, m in run.metrics.items()}
+    med, spread = _medians_and_spreads(run)
     return {
         "model": endpoint.label, "status": "ok", "run_id": run.id, "backend": "openai",
         "load_s": None, "ttft_s": med["ttft_s"], "prompt_tokens_per_s": med["prompt_tokens_per_s"],
         "gen_tokens_per_s": med["gen_tokens_per_s"], "peak_rss_bytes": None, "bandwidth_fraction": None,
         "reps": plan.reps, "threads": None, "n_prompt": plan.n_prompt, "n_gen": plan.n_gen,
-        "prompt_tokens": samples[-1]["prompt_tokens"],
-        "spread": {name: {"min": m.min, "max": m.max, "stdev": m.stdev, "n": m.n} for name, m in run.metrics.items()},
+        "prompt_tokens": samples[-1]["prompt_tokens"], "spread": spread,
         "note": "timed from the stream: prompt tokens/s is prompt tokens ÷ TTFT, network included",
     }
 
 
+def _medians_and_spreads(run: Run) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+    """Each metric's median, and its spread (min, max, stdev, n), as the JSON reports them."""
+    medians = {name: m.median for name, m in run.metrics.items()}
+    spreads = {name: {"min": m.min, "max": m.max, "stdev": m.stdev, "n": m.n} for name, m in run.metrics.items()}
+    return medians, spreads
+
+
 def summary(run: Run, bandwidth: float, bytes_per_token: int) -> dict[str, Any]:
     """The JSON shape of one bench result: medians at the top level, spreads beside them."""
-    med = {name: m.median for name, m in run.metrics.items()}
+    med, spread = _medians_and_spreads(run)
     return {
         "model": run.model,
         "status": run.status,
@@ -187,7 +191,7 @@ def summary(run: Run, bandwidth: float, bytes_per_token: int) -> dict[str, Any]:
         "n_prompt": run.settings["n_prompt"],
         "n_gen": run.settings["n_gen"],
         "ctx": run.settings["n_ctx"],
-        "spread": {name: {"min": m.min, "max": m.max, "stdev": m.stdev, "n": m.n} for name, m in run.metrics.items()},
+        "spread": spread,
         "engine_version": run.engine_version,
     }
 

@@ -31,8 +31,9 @@ def _peak_rss_bytes() -> int:
 class _Service:
     """What the child can be asked to do. Each method returns plain data (picklable)."""
 
-    def __init__(self, engine: LlamaEngine) -> None:
+    def __init__(self, engine: LlamaEngine, model_path: str) -> None:
         self.engine = engine
+        self.model_path = model_path
 
     def info(self) -> dict[str, Any]:
         e = self.engine
@@ -56,10 +57,9 @@ class _Service:
 
     def reload_times(self, times: int) -> list[float]:
         """Load the same model ``times`` more times (freeing each), for a spread of load times."""
-        path, settings = self.engine_path, self.engine.settings
         found = []
         for _ in range(times):
-            other = LlamaEngine(path, settings)
+            other = LlamaEngine(self.model_path, self.engine.settings)
             found.append(other.load_s)
             other.close()
         return found
@@ -69,9 +69,6 @@ class _Service:
 
     def time_generation(self, n_gen: int) -> float:
         return self.engine.time_generation(n_gen)
-
-    def peak_rss(self) -> int:
-        return _peak_rss_bytes()
 
     def crash(self) -> None:
         """Die the way a llama.cpp bug would (for tests of crash handling)."""
@@ -86,8 +83,7 @@ def _child_main(conn: Any, model_path: str, settings: dict[str, Any]) -> None:
     except VariantlabError as exc:
         conn.send(("error", type(exc).__name__, exc.message))
         return
-    service = _Service(engine)
-    service.engine_path = model_path  # type: ignore[attr-defined]
+    service = _Service(engine, model_path)
     conn.send(("ready", engine.load_s))
     while True:
         try:

@@ -8,10 +8,13 @@ Several sequences can be decoded together in one batch.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import ctypes
 import random
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +77,11 @@ class Generation:
 
 
 class _Sequence:
-    """The per-sequence state of a running generation."""
+    """The per-sequence state of a running generation.
+
+    Text is decoded incrementally and stop strings are searched only in a short tail, so a
+    token costs the same at position 10 and at position 10,000.
+    """
 
     def __init__(self, seq_id: int, prompt: list[int], sampler: Any, stop: list[str]) -> None:
         self.seq_id = seq_id
@@ -82,7 +89,10 @@ class _Sequence:
         self.pos = len(prompt)
         self.sampler = sampler
         self.stop = stop
-        self.raw = bytearray()
+        self.keep = max((len(s) for s in stop), default=1) - 1  # chars of context a new match can reach back
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.chunks: list[str] = []
+        self.tail = ""
         self.result = Generation(prompt_tokens=len(prompt))
         self.done = False
         self.batch_index = -1
@@ -90,16 +100,24 @@ class _Sequence:
     def append(self, token: int, piece: bytes) -> None:
         """Add a token; finish with "stop" when the text now contains a stop string."""
         self.result.tokens.append(token)
-        self.raw += piece
-        if self.stop:
-            text = self.raw.decode("utf-8", errors="ignore")
-            window = text[-(max(len(s) for s in self.stop) + len(piece) + 4):]
-            hits = [window.find(s) for s in self.stop if s in window]
-            if hits:
-                cut = len(text) - len(window) + min(hits)
-                self.result.text = text[:cut]
-                self.result.finish_reason = "stop"
-                self.done = True
+        new = self.decoder.decode(piece)
+        if not new:
+            return
+        self.chunks.append(new)
+        if not self.stop:
+            return
+        self.tail = (self.tail + new)[-(self.keep + len(new)):]
+        hits = [self.tail.find(s) for s in self.stop if s in self.tail]
+        if hits:
+            text = "".join(self.chunks)
+            self.result.text = text[: len(text) - len(self.tail) + min(hits)]
+            self.result.finish_reason = "stop"
+            self.done = True
+
+    def finish_text(self) -> None:
+        """The whole text, for a sequence that ended without a stop string."""
+        if self.result.finish_reason != "stop":
+            self.result.text = "".join(self.chunks) + self.decoder.decode(b"", final=True)
 
 
 class LlamaEngine:
@@ -212,7 +230,9 @@ class LlamaEngine:
         self._decode([(token, pos, seq_id, True)])
         L.llama_synchronize(self.ctx)
 
-    def new_sampler(self, sampling: Sampling) -> Any:
+    @contextlib.contextmanager
+    def sampler(self, sampling: Sampling) -> Iterator[Any]:
+        """A llama.cpp sampler chain for ``sampling``, freed on exit."""
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         if sampling.temperature <= 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
@@ -221,7 +241,10 @@ class LlamaEngine:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(sampling.seed))
-        return chain
+        try:
+            yield chain
+        finally:
+            L.llama_sampler_free(chain)
 
     def sample(self, sampler: Any, batch_index: int = -1) -> int:
         return int(L.llama_sampler_sample(sampler, self.ctx, batch_index))
@@ -245,8 +268,9 @@ class LlamaEngine:
         if need > self.settings.n_ctx:
             raise EngineError(f"{need} tokens of prompts and output do not fit a context of {self.settings.n_ctx}")
         self.clear()
-        seqs = [_Sequence(i, p, self.new_sampler(sampling), list(stop or [])) for i, p in enumerate(prompts)]
-        try:
+        with contextlib.ExitStack() as samplers:
+            seqs = [_Sequence(i, p, samplers.enter_context(self.sampler(sampling)), list(stop or []))
+                    for i, p in enumerate(prompts)]
             t0 = time.perf_counter()
             for s in seqs:  # each prompt in its own decode call: its logits are the batch's last
                 self.decode_prompt(s.prompt, s.seq_id)
@@ -263,14 +287,10 @@ class LlamaEngine:
                 self._decode(entries)
                 for s in live:
                     self._accept(s, self.sample(s.sampler, s.batch_index), max_tokens)
-            for s in seqs:
-                s.result.gen_s = time.perf_counter() - t_gen
-                if s.result.finish_reason != "stop":
-                    s.result.text = s.raw.decode("utf-8", errors="replace")
-            return [s.result for s in seqs]
-        finally:
-            for s in seqs:
-                L.llama_sampler_free(s.sampler)
+        for s in seqs:
+            s.result.gen_s = time.perf_counter() - t_gen
+            s.finish_text()
+        return [s.result for s in seqs]
 
     def _accept(self, s: _Sequence, token: int, max_tokens: int) -> None:
         if self.is_end(token):
@@ -286,21 +306,17 @@ class LlamaEngine:
     def time_prompt(self, n_prompt: int, seed: int) -> tuple[float, float]:
         """llama-bench's pp test plus the first token: (prompt seconds, time to first token)."""
         tokens = self.random_tokens(n_prompt, seed)
-        sampler = self.new_sampler(Sampling())
-        try:
+        with self.sampler(Sampling()) as sampler:
             self.clear()
             t0 = time.perf_counter()
             self.decode_prompt(tokens)
             t_prompt = time.perf_counter() - t0
             self.sample(sampler)
             return t_prompt, time.perf_counter() - t0
-        finally:
-            L.llama_sampler_free(sampler)
 
     def time_generation(self, n_gen: int) -> float:
         """llama-bench's tg test, but each next token is really sampled (greedy) from the logits."""
-        sampler = self.new_sampler(Sampling())
-        try:
+        with self.sampler(Sampling()) as sampler:
             self.clear()
             bos = self.bos()
             token = bos if bos is not None else 0
@@ -309,5 +325,3 @@ class LlamaEngine:
                 self.decode_one(token, pos)
                 token = self.sample(sampler)
             return time.perf_counter() - t0
-        finally:
-            L.llama_sampler_free(sampler)
