@@ -85,3 +85,53 @@ def write_raw_header(path: Path, *, tensor_count: int, kv_count: int, body: byte
     """A GGUF v3 header with the given counts followed by ``body``: for hostile-file tests."""
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, tensor_count, kv_count) + body)
     return path
+
+
+def write_float_model(
+    path: Path, *, n_layers: int = 16, n_embd: int = 256, n_heads: int = 8, n_kv_heads: int = 2,
+    n_ff: int = 768, n_vocab: int = 256, tied: bool = False, seed: int = 0,
+) -> Path:
+    """A llama-shaped F32 model with random weights that llama.cpp's quantizer accepts.
+
+    Random values, not zeros, so every quant type's search has something to fit.
+    """
+    rng = np.random.default_rng(seed)
+    head_dim = n_embd // n_heads
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("Tiny Float Model")
+    writer.add_block_count(n_layers)
+    writer.add_context_length(512)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_heads)
+    writer.add_head_count_kv(n_kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([f"<t{i}>" for i in range(n_vocab)])
+    writer.add_token_scores([0.0] * n_vocab)
+    writer.add_token_types([1] * n_vocab)
+
+    def matrix(name: str, rows: int, cols: int) -> None:
+        writer.add_tensor(name, rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
+
+    matrix("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        matrix(f"blk.{i}.attn_q.weight", n_heads * head_dim, n_embd)
+        matrix(f"blk.{i}.attn_k.weight", n_kv_heads * head_dim, n_embd)
+        matrix(f"blk.{i}.attn_v.weight", n_kv_heads * head_dim, n_embd)
+        matrix(f"blk.{i}.attn_output.weight", n_embd, n_heads * head_dim)
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        matrix(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        matrix(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        matrix(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    if not tied:
+        matrix("output.weight", n_vocab, n_embd)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
