@@ -35,13 +35,13 @@ class UsageError(VariantlabError, ValueError):
 class UnknownModelError(VariantlabError, LookupError):
     """A model name that neither the store nor the built-in sources know."""
 
-    def __init__(self, name: str, suggestions: list[str]) -> None:
+    def __init__(self, name: str, suggestions: list[str], *, why: str | None = None, hint: str | None = None) -> None:
         hint = (
             "did you mean " + ", ".join(repr(s) for s in suggestions) + "?"
             if suggestions
-            else "run `variantlab models list --available` to see the names"
+            else hint or "run `variantlab models list --available` to see the names"
         )
-        super().__init__(f"unknown model {name!r}", hint=hint)
+        super().__init__(f"unknown model {name!r}" + (f" ({why})" if why else ""), hint=hint)
         self.name = name
         self.suggestions = suggestions
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,6 +68,27 @@ def gpus() -> list[dict[str, Any]]:
     return found
 
 
+def apple_unified_memory() -> list[dict[str, Any]]:
+    """On Apple silicon the GPU shares RAM: report it as such, so nothing counts it twice."""
+    if platform.system() != "Darwin" or platform.machine() != "arm64":
+        return []
+    vm = psutil.virtual_memory()
+    return [{"name": "Apple unified memory (Metal)", "total_bytes": vm.total, "free_bytes": vm.available, "unified": True}]
+
+
+def ram_available_bytes() -> int:
+    """RAM the kernel could give a new process now without swapping."""
+    return int(psutil.virtual_memory().available)
+
+
+def free_disk_bytes(path: Path) -> int:
+    """Free space on the file system holding ``path`` (its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
 def machine_facts() -> dict[str, Any]:
     """What a result depends on besides the model and the settings."""
     vm = psutil.virtual_memory()
@@ -77,7 +99,7 @@ def machine_facts() -> dict[str, Any]:
         "simd": simd_features(),
         "ram_total_bytes": vm.total,
         "ram_available_bytes": vm.available,
-        "gpus": gpus(),
+        "gpus": gpus() + apple_unified_memory(),
         "os": platform.platform(),
     }
 

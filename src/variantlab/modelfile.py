@@ -92,6 +92,16 @@ class TensorTypeShare:
 
 
 @dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of the file: what the memory estimate needs (no data)."""
+
+    name: str
+    type: str
+    dims: tuple[int, ...]  # GGUF order: row length first
+    n_bytes: int
+
+
+@dataclass(frozen=True)
 class ModelFile:
     """The facts of one GGUF model file, as its header and tensor table state them."""
 
@@ -120,6 +130,8 @@ class ModelFile:
     embedding_bytes: int = 0
     has_output_tensor: bool = False
     metadata_keys: list[str] = field(repr=False, default_factory=list)
+    tensors: list[TensorEntry] = field(repr=False, default_factory=list)
+    data_offset: int = 0
 
     @property
     def has_chat_template(self) -> bool:
@@ -199,6 +211,11 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         embedding_bytes=sum(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight"),
         has_output_tensor=any(t.name == "output.weight" for t in reader.tensors),
         metadata_keys=[k for k in reader.fields if not k.startswith("GGUF.")],
+        tensors=[
+            TensorEntry(clean_text(t.name), t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes))
+            for t in reader.tensors
+        ],
+        data_offset=int(reader.data_offset),
     )
 
 

@@ -74,11 +74,25 @@ _CONDITIONS: dict[str, Callable[[_Context], bool]] = {
 @functools.cache
 def _rules() -> dict[str, Any]:
     data = load_data("quant_rules.toml")
-    for rule in data["rule"] + data["post"]:
+    for rule in data["rule"] + data["post"] + [r for era in data["era"] for r in era["rule"]]:
         unknown = [w for w in rule.get("when", []) if w not in _CONDITIONS]
         if unknown:
             raise ValueError(f"quant_rules.toml: unknown condition(s) {unknown}")
     return data
+
+
+def eras() -> list[str]:
+    """Names of the older recipes the rules know ("current" is always known)."""
+    return ["current"] + [era["name"] for era in _rules()["era"]]
+
+
+def _main_rules(era: str) -> list[dict[str, Any]]:
+    if era == "current":
+        return _rules()["rule"]
+    for entry in _rules()["era"]:
+        if entry["name"] == era:
+            return entry["rule"] + _rules()["rule"]
+    raise UsageError(f"unknown quantization recipe era {era!r}", hint=f"use one of {', '.join(eras())}")
 
 
 def supported_file_types() -> list[str]:
@@ -141,15 +155,16 @@ def _fallback(chosen: str, row_length: int) -> str:
 
 def tensor_types(
     tensors: list[tuple[str, tuple[int, ...], str | None]], file_type: str, shape: ModelShape, *,
-    imatrix: bool = False,
+    imatrix: bool = False, era: str = "current",
 ) -> list[str]:
     """The type llama.cpp's quantizer gives each tensor, in file order.
 
     ``tensors`` are (name, dims as GGUF lists them with the row length first, source type or
-    None). Order matters: like llama.cpp, the n-th attention-V or feed-forward tensor of the
+    None); ``era`` picks an older recipe for files made by an older llama.cpp. Order matters: like llama.cpp, the n-th attention-V or feed-forward tensor of the
     file counts as layer n (files are often sorted blk.0, blk.1, blk.10, ...).
     """
     base = base_type(file_type)
+    rules = _main_rules(era)
     seen: dict[str, int] = {}
     found = []
     for name, dims, source_type in tensors:
@@ -164,13 +179,13 @@ def tensor_types(
         seen[tensor_role] = index + 1
         match = _LAYER.match(name)
         layer = int(match.group(1)) if shape.n_experts > 1 and match else index
-        found.append(_choose(tensor_role, _Context(shape, file_type, base, layer, dims[0], imatrix)))
+        found.append(_choose(rules, tensor_role, _Context(shape, file_type, base, layer, dims[0], imatrix)))
     return found
 
 
-def _choose(tensor_role: str, ctx: _Context) -> str:
+def _choose(rules: list[dict[str, Any]], tensor_role: str, ctx: _Context) -> str:
     chosen = ctx.base
-    for rule in _rules()["rule"]:
+    for rule in rules:
         if _matches(rule, ctx, tensor_role):
             chosen = _chosen(rule["type"], ctx)
             break
