@@ -109,7 +109,7 @@ def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tu
     found: dict[str, Any] = {"ttft_s": [], "prompt_tokens_per_s": [], "gen_tokens_per_s": []}
     progress(label, 0, steps)
     with EngineProcess(path, plan.settings) as engine:
-        found["load_s"] = [engine.load_s, *engine.call("reload_times", times=plan.reps - 1)]
+        found["load_s"] = [engine.load_s]
         progress(label, 1, steps)
         if plan.n_prompt:
             engine.call("time_prompt", n_prompt=plan.n_prompt, seed=0)  # warm-up, as llama-bench
@@ -124,7 +124,8 @@ def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tu
             if plan.n_gen:
                 found["gen_tokens_per_s"].append(plan.n_gen / engine.call("time_generation", n_gen=plan.n_gen))
             progress(label, rep + 3, steps)
-        info = engine.call("info")
+        info = engine.call("info")  # peak memory before the extra loads below, which overlap the first
+        found["load_s"] += engine.call("reload_times", times=plan.reps - 1)
     found["peak_rss_bytes"] = info["peak_rss_bytes"]
     return found, engine_version(info["system_info"])
 

@@ -133,3 +133,12 @@ def memory_bandwidth(refresh: bool = False) -> float:
         record = {"key": key, "bandwidth_bytes_per_s": value, "measured_at": time.time(), "cpu_busy_percent": busy}
         atomic_write_text(cache, json.dumps(record) + "\n")
     return value
+
+
+def profile(refresh_bandwidth: bool = False) -> dict[str, Any]:
+    """Everything `variantlab hw` reports: machine facts, free disk in the store, bandwidth."""
+    facts = machine_facts()
+    facts["store_path"] = str(config.home())
+    facts["store_free_disk_bytes"] = free_disk_bytes(config.home())
+    facts["memory_bandwidth_bytes_per_s"] = memory_bandwidth(refresh=refresh_bandwidth)
+    return facts

@@ -13,9 +13,13 @@ import typer
 from .. import config
 from ..errors import VariantlabError
 from . import bench as bench_cmd
+from . import catalog as catalog_cmd
 from . import explain as explain_cmd
+from . import fit as fit_cmd
+from . import hw as hw_cmd
 from . import inspect as inspect_cmd
 from . import models as models_cmd
+from . import pick as pick_cmd
 from . import results as results_cmd
 
 app = typer.Typer(
@@ -28,6 +32,10 @@ app = typer.Typer(
 app.add_typer(models_cmd.app, name="models")
 app.command("inspect")(inspect_cmd.inspect)
 app.command("explain")(explain_cmd.explain)
+app.command("hw")(hw_cmd.hw)
+app.command("fit")(fit_cmd.fit)
+app.command("catalog")(catalog_cmd.catalog)
+app.command("pick")(pick_cmd.pick)
 app.command("bench")(bench_cmd.bench)
 app.add_typer(results_cmd.app, name="results")
 

@@ -1,0 +1,71 @@
+"""Estimated vs measured memory: `variantlab fit` against the peak resident memory of real runs.
+
+For each model and context, one engine child process (the engine every command uses) loads
+the model without mmap, so every weight is resident once, processes a 512-token prompt and
+generates 128 tokens; its peak RSS is compared with fit's total for the same settings.
+Acceptance: |estimate - measured| <= max(5 %, 64 MiB).
+
+    .venv/bin/python benchmarks/fit_memory.py [--models NAME ...] [--ctx N ...] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from variantlab.engine.child import EngineProcess
+from variantlab.engine.settings import EngineSettings
+from variantlab.fit import FitRequest, estimate, network_for
+from variantlab.store import Store
+
+MIB = 1 << 20
+DEFAULT_MODELS = ["qwen2.5-coder-0.5b-instruct:q4_k_m", "qwen2.5-coder-1.5b-instruct:q4_k_m"]
+DEFAULT_CTX = [2048, 8192, 32768]
+
+
+def measure(path: str, ctx: int) -> int:
+    settings = EngineSettings(n_ctx=ctx, load_mode="none")
+    with EngineProcess(path, settings) as engine:
+        engine.call("time_prompt", n_prompt=512, seed=1)
+        engine.call("time_generation", n_gen=128)
+        return int(engine.call("info")["peak_rss_bytes"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--ctx", nargs="+", type=int, default=DEFAULT_CTX)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    store = Store()
+    rows = []
+    for name in args.models:
+        net = network_for(name, store)
+        path = str(store.resolve(name).path)
+        for ctx in args.ctx:
+            est = estimate(net, FitRequest(ctx=ctx, ram_bytes=1 << 40, vram_bytes=0))
+            measured = measure(path, ctx)
+            diff = est.total_bytes - measured
+            allowed = max(0.05 * measured, 64 * MIB)
+            rows.append({"model": name, "ctx": ctx, "estimated_bytes": est.total_bytes, "measured_peak_rss_bytes": measured,
+                         "difference_bytes": diff, "difference": diff / measured, "within_tolerance": abs(diff) <= allowed,
+                         "weights_bytes": est.weights_bytes, "kv_cache_bytes": est.kv_cache_bytes,
+                         "compute_bytes": est.compute_bytes, "overhead_bytes": est.overhead_bytes})
+            print(f"{name} ctx {ctx}: estimated {est.total_bytes / MIB:.0f} MiB, measured {measured / MIB:.0f} MiB",
+                  file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print("| model | ctx | weights | KV cache | compute | overhead | estimated total | measured peak RSS | difference | within max(5 %, 64 MiB) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['ctx']} | {r['weights_bytes'] / MIB:.0f} MiB | {r['kv_cache_bytes'] / MIB:.0f} MiB | "
+                  f"{r['compute_bytes'] / MIB:.0f} MiB | {r['overhead_bytes'] / MIB:.0f} MiB | {r['estimated_bytes'] / MIB:.0f} MiB | "
+                  f"{r['measured_peak_rss_bytes'] / MIB:.0f} MiB | {r['difference_bytes'] / MIB:+.0f} MiB ({r['difference']:+.1%}) | "
+                  f"{'yes' if r['within_tolerance'] else 'NO'} |")
+    return 0 if all(r["within_tolerance"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

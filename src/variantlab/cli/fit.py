@@ -1,0 +1,98 @@
+"""`variantlab fit MODEL`: memory for a model at a context length, and whether it fits here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import UsageError
+from ..fit import FitRequest, check_claims, fit as fit_model
+from .output import human_bytes, print_json, stdout_console
+
+GIB = 1 << 30
+
+
+def fit(
+    model: Annotated[Optional[str], typer.Argument(help="Store name, GGUF path, or catalog variant (codellama:13b-instruct-q4_K_M, codellama-13b-instruct.Q4_K_M.gguf).")] = None,
+    ctx: Annotated[int, typer.Option("--ctx", help="Context length in tokens.")] = 4096,
+    kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache element type: f16, q8_0 or q4_0.")] = "f16",
+    gpu_layers: Annotated[str, typer.Option("--gpu-layers", help="Layers to offload: auto, or a number.")] = "auto",
+    mem: Annotated[Optional[float], typer.Option("--mem", help="RAM budget in GiB (default: RAM available now).")] = None,
+    check: Annotated[Optional[list[str]], typer.Option("--check", help="NAME=SIZE_GB: is a claimed file size plausible for that variant? Repeatable.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Weights + KV cache + compute + overhead at --ctx, against this machine's memory."""
+    if check:
+        results = check_claims([_claim(c) for c in check])
+        print_json(results) if json_out else render_checks(results)
+        if not all(r["plausible"] for r in results):
+            raise typer.Exit(1)
+        return
+    if model is None:
+        raise UsageError("give a MODEL, or --check NAME=SIZE_GB", hint="for example: variantlab fit codellama:13b-instruct-q4_K_M --ctx 8192")
+    request = FitRequest(ctx=ctx, kv_type=kv_type, gpu_layers=_gpu_layers(gpu_layers), ram_bytes=_mem_bytes(mem))
+    result = fit_model(model, request).to_dict()
+    print_json(result) if json_out else render(result)
+
+
+def _gpu_layers(value: str) -> str | int:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--gpu-layers {value!r} is not 'auto' or a number") from None
+
+
+def _mem_bytes(mem: float | None) -> int | None:
+    if mem is None:
+        return None
+    if not 0 < mem <= 1 << 20:
+        raise UsageError(f"--mem {mem} GiB is not a sensible memory size", hint="give a positive size in GiB, e.g. --mem 16")
+    return int(mem * GIB)
+
+
+def _claim(text: str) -> tuple[str, float]:
+    name, sep, size = text.rpartition("=")
+    try:
+        value = float(size.strip().removesuffix("GB").removesuffix("G"))
+    except ValueError:
+        value = -1.0
+    if not sep or not name or value <= 0:
+        raise UsageError(f"--check {text!r} is not NAME=SIZE_GB", hint="for example: --check codellama-34b-instruct.Q5_K_M.gguf=20.22")
+    return name, value
+
+
+def render(r: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column(style="dim")
+    rows = [
+        ("file", r["file_bytes"], f"{r['source']}, {r['file_type'] or 'file type not stated'}"),
+        ("weights", r["weights_bytes"], "every tensor once (no-mmap, or mmap with all pages touched)"),
+        ("KV cache", r["kv_cache_bytes"], f"{r['ctx']} tokens (padded to 256), {r['kv_type']}"),
+        ("compute", r["compute_bytes"], "one micro-batch of activations + attention mask"),
+        ("overhead", r["overhead_bytes"], "runtime, vocabulary, output buffer"),
+        ("total", r["total_bytes"], ""),
+    ]
+    for label, value, note in rows:
+        table.add_row(label, human_bytes(value), note)
+    console = stdout_console()
+    console.print(f"[bold]{r['variant']}[/bold] at {r['ctx']} tokens")
+    console.print(table)
+    where = f"{r['gpu_layers']} of {r['n_layers'] + 1} layers on the GPU ({human_bytes(r['gpu_bytes'])}), " if r["gpu_layers"] else ""
+    console.print(f"{where}{human_bytes(r['cpu_bytes'])} in RAM of {human_bytes(r['ram_budget_bytes'])} budget")
+    style = "green" if r["fits"] else "red"
+    console.print(f"[{style}]{r['verdict']}[/{style}], headroom {human_bytes(r['headroom_bytes']) if r['headroom_bytes'] >= 0 else '-' + human_bytes(-r['headroom_bytes'])}")
+
+
+def render_checks(results: list[dict[str, Any]]) -> None:
+    table = Table("claimed for", "claimed", "predicted", "difference", "verdict")
+    for r in results:
+        verdict = "plausible" if r["plausible"] else f"matches {r['matches']} ({r['matches_bytes'] / 1e9:.2f} GB)"
+        table.add_row(r["variant"], f"{r['claimed_bytes'] / 1e9:.2f} GB", f"{r['predicted_bytes'] / 1e9:.2f} GB",
+                      f"{r['difference']:+.1%}", verdict)
+    stdout_console().print(table)

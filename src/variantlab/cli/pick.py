@@ -1,0 +1,41 @@
+"""`variantlab pick --task T`: fastest, balanced and best-quality variants that fit here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..pick import pick as pick_variants
+from .fit import _mem_bytes
+from .output import human_bytes, print_json, stdout_console
+
+
+def pick(
+    task: Annotated[str, typer.Option("--task", help="complete, infill, python or chat.")] = "chat",
+    ctx: Annotated[Optional[int], typer.Option("--ctx", help="Context length in tokens (default: the task's).")] = None,
+    mem: Annotated[Optional[float], typer.Option("--mem", help="RAM budget in GiB (default: RAM available now).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Three tiers for a task, each with memory, speed, accuracy and the reason, and the rules used."""
+    result = pick_variants(task, ctx, _mem_bytes(mem))
+    print_json(result) if json_out else render(result)
+
+
+def render(r: dict[str, Any]) -> None:
+    console = stdout_console()
+    console.print(f"[bold]{r['task']}[/bold] ({r['task_text']}), {r['ctx']} tokens of context, "
+                  f"{human_bytes(r['memory_budget_bytes'])} memory: {r['candidates']} candidates fit")
+    table = Table("tier", "variant", "memory", "tokens/s", "HumanEval")
+    for t in r["tiers"]:
+        speed = f"{t['predicted_tokens_per_s']:.1f}" + ("" if t["tokens_per_s_source"].startswith("measured") else " (pred.)")
+        acc = "-" if t["accuracy"] is None else f"{t['accuracy']:.1f}" + (" (meas.)" if t["accuracy_source"].startswith("measured") else " (publ.)")
+        table.add_row(t["tier"], t["variant"], human_bytes(t["total_bytes"]), speed, acc)
+    console.print(table)
+    for t in r["tiers"]:
+        console.print(f"[bold]{t['tier']}[/bold]: {t['reason']}")
+    if not r["tiers"]:
+        console.print("[red]nothing fits[/red]: lower --ctx or raise --mem")
+    for rule in r["rules"]:
+        console.print(f"  · {rule}", style="dim")

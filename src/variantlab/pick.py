@@ -1,0 +1,245 @@
+"""Which variant should I use? Three answers per task: fastest, balanced, best quality.
+
+Candidates are the catalog's models of the flavour the task needs, at each rung of
+``tasks.toml``'s list, plus the models in the store. Each is estimated with ``fit`` at the
+requested context; those that fit in the memory budget are ranked with numbers from the
+results database when there are some (measured), else from the machine's measured memory
+bandwidth (predicted speed) and the published HumanEval score (accuracy of the original
+weights). The tier rules are returned with the answer, so the choice can be checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+from .explain import explain_name
+from .fit import Estimate, FitRequest, Network, estimate, network_for, network_from_catalog
+from .hardware import memory_bandwidth, ram_available_bytes
+from .knowledge import load_data
+from .knowledge.catalog import CatalogModel, CatalogVariant, models
+from .knowledge.quants import file_type, file_types
+from .results import ResultsDB
+from .store import Store
+
+TIERS = ("fastest", "balanced", "best quality")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One variant that fits, with its speed and accuracy and where each number comes from."""
+
+    variant: str
+    source: str  # "catalog" or "store"
+    model: CatalogModel
+    file_type: str
+    estimate: Estimate
+    tokens_per_s: float
+    tokens_per_s_source: str
+    accuracy: float | None
+    accuracy_source: str
+    file_name: str | None
+
+    @property
+    def level_bits(self) -> int:
+        return file_types()[self.file_type].level_bits if self.file_type in file_types() else 16
+
+    @property
+    def rung(self) -> int:
+        return list(file_types()).index(self.file_type) if self.file_type in file_types() else 0
+
+
+def task_spec(task: str) -> dict[str, Any]:
+    tasks = load_data("tasks.toml")["tasks"]
+    if task not in tasks:
+        raise UsageError(f"unknown task {task!r}", hint=f"use one of {', '.join(tasks)}")
+    return tasks[task]
+
+
+def suitable(model: CatalogModel, task: str) -> bool:
+    """The flavour rule: the task's flavours only, and FIM where the task needs it."""
+    spec = task_spec(task)
+    return model.flavor in spec["flavors"] and (model.fim or not spec["requires_fim"])
+
+
+def pick(task: str, ctx: int | None = None, ram_bytes: int | None = None, *, store: Store | None = None,
+         db: ResultsDB | None = None, bandwidth: float | None = None) -> dict[str, Any]:
+    """The three tiers for ``task`` on this machine, with the candidates' count and the rules."""
+    spec = task_spec(task)
+    ctx = ctx if ctx is not None else spec["default_ctx"]
+    budget = ram_bytes if ram_bytes is not None else ram_available_bytes()
+    request = FitRequest(ctx=ctx, ram_bytes=budget, vram_bytes=None).checked()
+    bandwidth = bandwidth or memory_bandwidth()
+    with _open_db(db) as results:
+        efficiency = _measured_efficiency(results)
+        found = [c for c in _candidates(task, request, store or Store(), results, bandwidth, efficiency) if c.estimate.fits]
+    tiers = choose_tiers(found, spec)
+    return {
+        "task": task, "task_text": spec["text"], "ctx": ctx, "memory_budget_bytes": budget,
+        "bandwidth_bytes_per_s": bandwidth, "bandwidth_efficiency": efficiency, "candidates": len(found),
+        "tiers": [_tier_record(name, c, spec) for name, c in tiers], "rules": tier_rules(spec),
+    }
+
+
+class _open_db:
+    """Use the caller's results database, or open (and close) the default one."""
+
+    def __init__(self, db: ResultsDB | None) -> None:
+        self.given, self.db = db, db
+
+    def __enter__(self) -> ResultsDB:
+        if self.db is None:
+            self.db = ResultsDB()
+        return self.db
+
+    def __exit__(self, *exc: object) -> None:
+        if self.given is None and self.db is not None:
+            self.db.close()
+
+
+def _measured_efficiency(db: ResultsDB) -> float | None:
+    """The median share of the bandwidth ceiling this machine's bench runs reached, if any."""
+    fractions = [r.metrics["bandwidth_fraction"].median for r in db.runs(kind="bench", limit=50)
+                 if r.status == "ok" and "bandwidth_fraction" in r.metrics and r.metrics["bandwidth_fraction"].median]
+    if not fractions:
+        return None
+    fractions.sort()
+    return fractions[len(fractions) // 2]
+
+
+def _candidates(task: str, request: FitRequest, store: Store, db: ResultsDB, bandwidth: float,
+                efficiency: float | None) -> list[Candidate]:
+    rungs = load_data("tasks.toml")["pick"]["file_types"]
+    found: dict[str, Candidate] = {}
+    for model in models():
+        if not suitable(model, task) or request.ctx > model.max_ctx:
+            continue
+        for rung in rungs:
+            variant = CatalogVariant(model, file_type(rung))
+            net = network_from_catalog(variant)
+            found[variant.tag] = _candidate(variant.tag, "catalog", model, net, request, None, db, bandwidth,
+                                            efficiency, variant.file_name)
+    for cand in _store_candidates(task, request, store, db, bandwidth, efficiency):
+        found[cand.variant] = cand
+    return list(found.values())
+
+
+def _store_candidates(task: str, request: FitRequest, store: Store, db: ResultsDB, bandwidth: float,
+                      efficiency: float | None) -> list[Candidate]:
+    """Models already in the store that the catalog recognises, measured where possible."""
+    found = []
+    for manifest in store.manifests():
+        model = _catalog_model_for(manifest.name)
+        if model is None or not suitable(model, task) or request.ctx > model.max_ctx:
+            continue
+        net = network_for(manifest.name, store)
+        if net.file_type is None:
+            continue
+        found.append(_candidate(manifest.name, "store", model, net, request, manifest.sha256, db, bandwidth,
+                                efficiency, manifest.file_name))
+    return found
+
+
+def _catalog_model_for(name: str) -> CatalogModel | None:
+    parsed = explain_name(name)
+    family = (parsed.fine_tune or parsed.family or "").lower()
+    flavor = {"code": "base", None: "base"}.get(parsed.flavor, parsed.flavor)
+    return next((m for m in models() if m.family.lower() == family and m.size_b == parsed.size_b
+                 and m.flavor == flavor), None)
+
+
+def _candidate(tag: str, source: str, model: CatalogModel, net: Network, request: FitRequest, sha256: str | None,
+               db: ResultsDB, bandwidth: float, efficiency: float | None, file_name: str | None) -> Candidate:
+    est = estimate(net, request)
+    speed, speed_source = _speed(est, sha256, db, bandwidth, efficiency)
+    accuracy, accuracy_source = _accuracy(model, sha256, db)
+    return Candidate(tag, source, model, net.file_type or "", est, speed, speed_source, accuracy, accuracy_source,
+                     file_name)
+
+
+def _speed(est: Estimate, sha256: str | None, db: ResultsDB, bandwidth: float,
+           efficiency: float | None) -> tuple[float, str]:
+    if sha256:
+        runs = [r for r in db.runs(kind="bench", model_sha256=sha256, limit=5)
+                if r.status == "ok" and r.backend == "llama.cpp" and "gen_tokens_per_s" in r.metrics]
+        if runs and runs[0].metrics["gen_tokens_per_s"].median:
+            return float(runs[0].metrics["gen_tokens_per_s"].median), f"measured (bench run {runs[0].id})"
+    share = efficiency or 1.0
+    label = (f"predicted: {share:.0%} of the measured bandwidth (median of this machine's bench runs) ÷ bytes per token"
+             if efficiency else "predicted ceiling: measured bandwidth ÷ bytes per token (no bench runs yet)")
+    return bandwidth * share / est.bytes_read_per_token, label
+
+
+def _accuracy(model: CatalogModel, sha256: str | None, db: ResultsDB) -> tuple[float | None, str]:
+    if sha256:
+        for run in db.runs(kind="eval", model_sha256=sha256, limit=20):
+            metric = run.metrics.get("pass@1")
+            if run.status == "ok" and run.suite == "humaneval" and metric and metric.median is not None:
+                return 100 * float(metric.median), f"measured HumanEval pass@1 (eval run {run.id}, this file)"
+    if model.humaneval is None:
+        return None, "no published HumanEval score"
+    return model.humaneval, f"published HumanEval pass@1 of the original weights ({model.humaneval_source})"
+
+
+def tier_rules(spec: dict[str, Any]) -> list[str]:
+    cfg = load_data("tasks.toml")["pick"]
+    return [
+        f"candidates: catalog models of flavour {'/'.join(spec['flavors'])}"
+        + (" with fill-in-the-middle" if spec["requires_fim"] else "")
+        + f" at {', '.join(cfg['file_types'])}, plus matching store models; only those whose estimate fits the budget",
+        f"no tier proposes a variant below {cfg['min_level_bits']} bits",
+        "fastest: the highest generation tokens/s",
+        f"balanced: the most accurate model whose {cfg['balanced_file_type']} (or nearest higher rung) reaches "
+        f"{spec['comfortable_tokens_per_s']} tokens/s; if none does, the best accuracy × speed",
+        "best quality: the most accurate model, at the highest rung that fits",
+        "measured figures (results database, this file) replace published and predicted ones",
+    ]
+
+
+def choose_tiers(found: list[Candidate], spec: dict[str, Any]) -> list[tuple[str, Candidate]]:
+    """Apply the three tier rules to the candidates that fit."""
+    cfg = load_data("tasks.toml")["pick"]
+    usable = [c for c in found if c.level_bits >= cfg["min_level_bits"]]
+    if not usable:
+        return []
+    fastest = max(usable, key=lambda c: (c.tokens_per_s, c.accuracy or 0))
+    scored = [c for c in usable if c.accuracy is not None] or usable
+    best_acc = max(c.accuracy or 0 for c in scored)
+    best = max((c for c in scored if (c.accuracy or 0) == best_acc), key=lambda c: (c.rung, c.source == "store"))
+    return [("fastest", fastest), ("balanced", _balanced(scored, spec, cfg)), ("best quality", best)]
+
+
+def _balanced(scored: list[Candidate], spec: dict[str, Any], cfg: dict[str, Any]) -> Candidate:
+    floor = list(file_types()).index(cfg["balanced_file_type"])
+    at_floor = [c for c in scored if c.rung >= floor] or scored
+    quick = [c for c in at_floor if c.tokens_per_s >= spec["comfortable_tokens_per_s"]]
+    if not quick:
+        return max(at_floor, key=lambda c: (c.accuracy or 0) * c.tokens_per_s)
+    top = max(c.accuracy or 0 for c in quick)
+    same_model = [c for c in quick if (c.accuracy or 0) == top]
+    return min(same_model, key=lambda c: (abs(c.rung - floor), c.source != "store"))
+
+
+def _tier_record(tier: str, c: Candidate, spec: dict[str, Any]) -> dict[str, Any]:
+    est = c.estimate
+    return {
+        "tier": tier, "variant": c.variant, "source": c.source, "file": c.file_name, "repo": c.model.gguf_repo,
+        "file_type": c.file_type, "flavor": c.model.flavor, "fim": c.model.fim, "total_bytes": est.total_bytes,
+        "file_bytes": est.file_bytes, "predicted_tokens_per_s": round(c.tokens_per_s, 1),
+        "tokens_per_s_source": c.tokens_per_s_source, "accuracy": c.accuracy, "accuracy_source": c.accuracy_source,
+        "license": c.model.license, "reason": _reason(tier, c, spec),
+    }
+
+
+def _reason(tier: str, c: Candidate, spec: dict[str, Any]) -> str:
+    acc = f"HumanEval {c.accuracy:.1f}" if c.accuracy is not None else "no HumanEval score"
+    speed = f"{c.tokens_per_s:.0f} tok/s" + (" measured" if c.tokens_per_s_source.startswith("measured") else " predicted")
+    if tier == "fastest":
+        return f"reads the fewest bytes per token that fit ({speed}); {acc}"
+    if tier == "balanced":
+        reached = c.tokens_per_s >= spec["comfortable_tokens_per_s"]
+        return (f"most accurate ({acc}) at ≥ {spec['comfortable_tokens_per_s']} tok/s ({speed})" if reached
+                else f"nothing reaches {spec['comfortable_tokens_per_s']} tok/s here; best accuracy × speed ({acc}, {speed})")
+    return f"highest accuracy that fits ({acc}), at the highest rung that fits ({c.file_type}; {speed})"
+
