@@ -10,10 +10,11 @@ import variantlab
 
 def test_exported_names_are_pinned() -> None:
     assert sorted(variantlab.__all__) == sorted([
-        "Disagreement", "FetchResult", "IntegrityError", "Manifest", "ModelFile", "ModelFileError",
+        "Disagreement", "Estimate", "FetchResult", "FitRequest", "IntegrityError", "Manifest", "ModelFile", "ModelFileError",
         "ResolvedModel", "SourceError", "Store", "StoreError", "UnknownModelError", "UsageError",
         "VariantName", "VariantlabError", "VerifyReport", "__version__", "compare_with_file",
-        "default_model_name", "explain_name", "explain_variant", "fetch", "inspect_model", "read_model_file",
+        "default_model_name", "explain_name", "explain_variant", "fetch", "fit", "hardware_profile", "inspect_model",
+        "pick", "read_model_file",
     ])
     for name in variantlab.__all__:
         assert hasattr(variantlab, name), name

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import config
@@ -147,11 +148,13 @@ def network_for(ref: str, store: Store | None = None) -> Network:
     store = store or Store()
     try:
         resolved = store.resolve(ref)
-    except (UnknownModelError, StoreError) as exc:
+    except (UnknownModelError, StoreError, ModelFileError) as exc:
+        if isinstance(exc, ModelFileError) and Path(ref).expanduser().exists():
+            raise  # a real file that is not a usable GGUF: say so, do not guess a catalog entry
         try:
             return network_from_catalog(find_variant(ref))
         except UnknownModelError as catalog_miss:
-            suggestions = list(dict.fromkeys(getattr(exc, "suggestions", []) + catalog_miss.suggestions))[:4]
+            suggestions = list(dict.fromkeys(catalog_miss.suggestions + getattr(exc, "suggestions", [])))[:4]
             raise UnknownModelError(ref, suggestions, why="not in the store, not a file, not in the catalog",
                                     hint="see `variantlab models list` and `variantlab catalog`") from None
     sha = resolved.manifest.sha256 if resolved.manifest else None
