@@ -112,6 +112,8 @@ def test_catalog_fim_follows_the_docs() -> None:
     for m in models():
         assert m.humaneval is None or m.humaneval_source, m.tag
         assert m.sources and m.license and m.gguf_repo and m.strengths
+        assert m.prompt_template  # every named prompt format exists
+        assert bool(m.fim_tokens) == m.fim, m.tag  # an infilling model names its tokens
 
 
 def test_every_catalog_model_has_an_estimate() -> None:

@@ -79,7 +79,19 @@ def pick(task: str, ctx: int | None = None, ram_bytes: int | None = None, *, sto
         "task": task, "task_text": spec["text"], "ctx": ctx, "memory_budget_bytes": budget,
         "bandwidth_bytes_per_s": bandwidth, "bandwidth_efficiency": efficiency, "candidates": len(found),
         "tiers": [_tier_record(name, c, spec) for name, c in tiers], "rules": tier_rules(spec),
+        "ranked": [_ranked_record(c) for c in ranked(found)],
     }
+
+
+def ranked(found: list[Candidate]) -> list[Candidate]:
+    """Every candidate that fits, most accurate first, then fastest."""
+    return sorted(found, key=lambda c: (-(c.accuracy if c.accuracy is not None else -1), -c.tokens_per_s))
+
+
+def _ranked_record(c: Candidate) -> dict[str, Any]:
+    return {"variant": c.variant, "source": c.source, "file_type": c.file_type, "total_bytes": c.estimate.total_bytes,
+            "tokens_per_s": round(c.tokens_per_s, 1), "tokens_per_s_source": c.tokens_per_s_source,
+            "accuracy": c.accuracy, "accuracy_source": c.accuracy_source}
 
 
 class _open_db:

@@ -18,7 +18,7 @@ def catalog(
     """Every catalog model: size, flavour, FIM, context, licence, published HumanEval, where GGUFs are."""
     found = models()
     if json_out:
-        print_json([{**asdict(m), "tag": m.tag} for m in found])
+        print_json([{**asdict(m), "tag": m.tag, "fim_tokens": m.fim_tokens, "prompt_template": m.prompt_template} for m in found])
         return
     table = Table("model", "layers", "context", "FIM", "HumanEval", "licence", "GGUF repo")
     for m in found:

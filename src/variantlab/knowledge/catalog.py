@@ -48,6 +48,19 @@ class CatalogModel:
     sources: tuple[str, ...]
     based_on: str | None = None
     recipe: str = "current"
+    fim_style: str | None = None
+
+    @property
+    def fim_tokens(self) -> dict[str, str]:
+        """prefix/suffix/middle spellings when the model infills, else empty."""
+        if not (self.fim and self.fim_style):
+            return {}
+        style = next(s for s in load_data("fim_tokens.toml")["style"] if s["name"] == self.fim_style)
+        return {role: style[role] for role in ("prefix", "suffix", "middle")}
+
+    @property
+    def prompt_template(self) -> str:
+        return load_data("prompt_formats.toml")[self.prompt_format]["template"]
 
     @property
     def tag(self) -> str:
@@ -132,7 +145,7 @@ def models() -> tuple[CatalogModel, ...]:
                 fim=entry["fim"], prompt_format=entry.get("prompt_format", fam["prompt_formats"][entry["flavor"]]),
                 license=fam["license"], humaneval=entry.get("humaneval"), humaneval_source=entry.get("humaneval_source"),
                 gguf_repo=entry["gguf_repo"], gguf_file=entry["gguf_file"], strengths=fam["strengths"],
-                sources=tuple(fam["sources"]), based_on=fam.get("based_on"), recipe=entry.get("recipe", "current"),
+                sources=tuple(fam["sources"]), based_on=fam.get("based_on"), recipe=entry.get("recipe", "current"), fim_style=fam.get("fim_style"),
             ))
     return tuple(found)
 
