@@ -1,4 +1,5 @@
-# `make run`: create .venv, install everything, fetch the default model, run the main job on it.
+# `make run`: create .venv, install everything, fetch the default model, run the main job on it
+# (today: inspect it, fit it at 8192 tokens, pick chat variants for this machine).
 # `make test`: the whole test suite (installs first when needed). .ci/run calls it.
 
 PYTHON ?= python3
@@ -25,6 +26,8 @@ model: install
 
 run: model
 	$(VL) inspect $(DEFAULT_MODEL)
+	$(VL) fit $(DEFAULT_MODEL) --ctx 8192
+	$(VL) pick --task chat
 
 # pytest exits 5 when it selects no test: say so instead of failing obscurely.
 test: model
