@@ -123,6 +123,7 @@ def _measured_efficiency(db: ResultsDB) -> float | None:
 def _candidates(task: str, request: FitRequest, store: Store, db: ResultsDB, bandwidth: float,
                 efficiency: float | None) -> list[Candidate]:
     rungs = load_data("tasks.toml")["pick"]["file_types"]
+    per_model = _model_efficiencies(store, db)
     found: dict[str, Candidate] = {}
     for model in models():
         if not suitable(model, task) or request.ctx > model.max_ctx:
@@ -131,9 +132,11 @@ def _candidates(task: str, request: FitRequest, store: Store, db: ResultsDB, ban
             variant = CatalogVariant(model, file_type(rung))
             net = network_from_catalog(variant)
             found[variant.tag] = _candidate(variant.tag, "catalog", model, net, request, None, db, bandwidth,
-                                            efficiency, variant.file_name)
+                                            per_model.get(model.tag, efficiency), variant.file_name,
+                                            same_model=model.tag in per_model)
     for cand in _store_candidates(task, request, store, db, bandwidth, efficiency):
-        found[cand.variant] = cand
+        # the stored file stands in for the catalog variant it is (same model, same file type)
+        found[CatalogVariant(cand.model, file_type(cand.file_type)).tag] = cand
     return list(found.values())
 
 
@@ -146,10 +149,26 @@ def _store_candidates(task: str, request: FitRequest, store: Store, db: ResultsD
         if model is None or not suitable(model, task) or request.ctx > model.max_ctx:
             continue
         net = network_for(manifest.name, store)
-        if net.file_type is None:
+        if net.file_type is None or net.file_type not in file_types():
             continue
         found.append(_candidate(manifest.name, "store", model, net, request, manifest.sha256, db, bandwidth,
                                 efficiency, manifest.file_name))
+    return found
+
+
+def _model_efficiencies(store: Store, db: ResultsDB) -> dict[str, float]:
+    """Per catalog model, the share of the bandwidth ceiling a bench run of one of its files
+    in the store reached: a better basis for its other rungs than the machine-wide median."""
+    found: dict[str, float] = {}
+    for manifest in store.manifests():
+        model = _catalog_model_for(manifest.name)
+        if model is None:
+            continue
+        for run in db.runs(kind="bench", model_sha256=manifest.sha256, limit=5):
+            metric = run.metrics.get("bandwidth_fraction")
+            if run.status == "ok" and run.backend == "llama.cpp" and metric and metric.median:
+                found[model.tag] = float(metric.median)
+                break
     return found
 
 
@@ -162,23 +181,25 @@ def _catalog_model_for(name: str) -> CatalogModel | None:
 
 
 def _candidate(tag: str, source: str, model: CatalogModel, net: Network, request: FitRequest, sha256: str | None,
-               db: ResultsDB, bandwidth: float, efficiency: float | None, file_name: str | None) -> Candidate:
+               db: ResultsDB, bandwidth: float, efficiency: float | None, file_name: str | None,
+               same_model: bool = False) -> Candidate:
     est = estimate(net, request)
-    speed, speed_source = _speed(est, sha256, db, bandwidth, efficiency)
+    speed, speed_source = _speed(est, sha256, db, bandwidth, efficiency, same_model)
     accuracy, accuracy_source = _accuracy(model, sha256, db)
     return Candidate(tag, source, model, net.file_type or "", est, speed, speed_source, accuracy, accuracy_source,
                      file_name)
 
 
 def _speed(est: Estimate, sha256: str | None, db: ResultsDB, bandwidth: float,
-           efficiency: float | None) -> tuple[float, str]:
+           efficiency: float | None, same_model: bool = False) -> tuple[float, str]:
     if sha256:
         runs = [r for r in db.runs(kind="bench", model_sha256=sha256, limit=5)
                 if r.status == "ok" and r.backend == "llama.cpp" and "gen_tokens_per_s" in r.metrics]
         if runs and runs[0].metrics["gen_tokens_per_s"].median:
             return float(runs[0].metrics["gen_tokens_per_s"].median), f"measured (bench run {runs[0].id})"
     share = efficiency or 1.0
-    label = (f"predicted: {share:.0%} of the measured bandwidth (median of this machine's bench runs) ÷ bytes per token"
+    basis = "a bench run of this model at another quantization" if same_model else "median of this machine's bench runs"
+    label = (f"predicted: {share:.0%} of the measured bandwidth ({basis}) ÷ bytes per token"
              if efficiency else "predicted ceiling: measured bandwidth ÷ bytes per token (no bench runs yet)")
     return bandwidth * share / est.bytes_read_per_token, label
 
@@ -205,7 +226,8 @@ def tier_rules(spec: dict[str, Any]) -> list[str]:
         f"balanced: the most accurate model whose {cfg['balanced_file_type']} (or nearest higher rung) reaches "
         f"{spec['comfortable_tokens_per_s']} tokens/s; if none does, the best accuracy × speed",
         "best quality: the most accurate model, at the highest rung that fits",
-        "measured figures (results database, this file) replace published and predicted ones",
+        "measured figures (results database, this file) replace published and predicted ones; a model's other "
+        "rungs are predicted with the bandwidth share its measured file reached",
     ]
 
 

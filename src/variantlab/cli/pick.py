@@ -27,11 +27,12 @@ def render(r: dict[str, Any]) -> None:
     console = stdout_console()
     console.print(f"[bold]{r['task']}[/bold] ({r['task_text']}), {r['ctx']} tokens of context, "
                   f"{human_bytes(r['memory_budget_bytes'])} memory: {r['candidates']} candidates fit")
-    table = Table("tier", "variant", "memory", "tokens/s", "HumanEval")
+    table = Table("tier", "memory", "tokens/s", "HumanEval", "variant")
+    table.columns[-1].overflow = "fold"
     for t in r["tiers"]:
         speed = f"{t['predicted_tokens_per_s']:.1f}" + ("" if t["tokens_per_s_source"].startswith("measured") else " (pred.)")
         acc = "-" if t["accuracy"] is None else f"{t['accuracy']:.1f}" + (" (meas.)" if t["accuracy_source"].startswith("measured") else " (publ.)")
-        table.add_row(t["tier"], t["variant"], human_bytes(t["total_bytes"]), speed, acc)
+        table.add_row(t["tier"], human_bytes(t["total_bytes"]), speed, acc, t["variant"])
     console.print(table)
     for t in r["tiers"]:
         console.print(f"[bold]{t['tier']}[/bold]: {t['reason']}")
