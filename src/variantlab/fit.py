@@ -17,6 +17,7 @@ touched), which is what must fit. ``docs/benchmarks.md`` compares them with meas
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,28 +27,15 @@ from .errors import ModelFileError, StoreError, UnknownModelError, UsageError
 from .hardware import gpus, ram_available_bytes
 from .knowledge import load_data
 from .knowledge.catalog import CatalogVariant, find_variant
-from .knowledge.quant_rules import tensor_types
-from .knowledge.quants import quant_types
-from .modelfile import read_model_file
+from .knowledge.quant_rules import supported_file_types, tensor_types
+from .knowledge.quants import file_types, quant_types
+from .modelfile import TensorEntry, bytes_read_per_token, read_model_file
 from .store import Store
 from .store.files import atomic_write_text
 
 KV_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 MAX_CTX = 1 << 22
 GGUF_ALIGNMENT = 32
-
-
-@dataclass(frozen=True)
-class Tensor:
-    name: str
-    type: str
-    dims: tuple[int, ...]
-    n_bytes: int
-
-    @property
-    def layer(self) -> int | None:
-        parts = self.name.split(".")
-        return int(parts[1]) if parts[0] == "blk" and parts[1].isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -64,7 +52,7 @@ class Network:
     n_embd_kv: int
     max_ctx: int | None
     header_bytes: int
-    tensors: list[Tensor] = field(repr=False)
+    tensors: list[TensorEntry] = field(repr=False)
     catalog: CatalogVariant | None = field(default=None, repr=False)
 
     @property
@@ -78,11 +66,7 @@ class Network:
 
     @property
     def bytes_read_per_token(self) -> int:
-        """Weights one generated token reads: all but the embedding rows it does not look up
-        (a tied embedding is read whole, as the output projection)."""
-        tied = not any(t.name == "output.weight" for t in self.tensors)
-        embd = sum(t.n_bytes for t in self.tensors if t.name == "token_embd.weight")
-        return self.weights_bytes - (0 if tied else embd)
+        return bytes_read_per_token(self.tensors)
 
 
 @dataclass(frozen=True)
@@ -171,7 +155,7 @@ def network_from_file(path: Any, label: str | None = None) -> Network:
         n_embd=mf.embedding_length, n_ff=mf.feed_forward_length or 4 * mf.embedding_length,
         n_vocab=mf.vocab_size or 0, n_embd_kv=mf.n_kv_heads * mf.head_dim, max_ctx=mf.context_length,
         header_bytes=mf.data_offset,
-        tensors=[Tensor(t.name, t.type, t.dims, t.n_bytes) for t in mf.tensors],
+        tensors=mf.tensors,
     )
 
 
@@ -181,7 +165,7 @@ def network_from_catalog(variant: CatalogVariant) -> Network:
     layout = model.tensors()
     types = tensor_types([(n, d, None) for n, d in layout], variant.file_type.name, model.shape, era=model.recipe)
     qt = quant_types()
-    tensors = [Tensor(n, t, d, qt[t].bytes_for(_elements(d))) for (n, d), t in zip(layout, types)]
+    tensors = [TensorEntry(n, t, d, qt[t].bytes_for(math.prod(d))) for (n, d), t in zip(layout, types)]
     header = load_data("architectures.toml")["header"]
     header_bytes = header["fixed_bytes"] + model.n_vocab * header["bytes_per_token"][model.tokenizer]
     return Network(
@@ -191,13 +175,6 @@ def network_from_catalog(variant: CatalogVariant) -> Network:
     )
 
 
-def _elements(dims: tuple[int, ...]) -> int:
-    n = 1
-    for d in dims:
-        n *= d
-    return n
-
-
 def _cached_file_network(path: Any, label: str, sha256: str | None) -> Network:
     """Reading a header takes seconds (the vocabulary); a store blob never changes, so cache by hash."""
     if sha256 is None:
@@ -205,7 +182,7 @@ def _cached_file_network(path: Any, label: str, sha256: str | None) -> Network:
     cache = config.home() / "cache" / "networks" / f"{sha256}.json"
     try:
         data = json.loads(cache.read_text())
-        data["tensors"] = [Tensor(t[0], t[1], tuple(t[2]), t[3]) for t in data["tensors"]]
+        data["tensors"] = [TensorEntry(t[0], t[1], tuple(t[2]), t[3]) for t in data["tensors"]]
         return Network(**{**data, "label": label})
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -346,25 +323,25 @@ def fit(ref: str, request: FitRequest, store: Store | None = None) -> Estimate:
 
 def check_claims(claims: list[tuple[str, float]], tolerance: float = 0.02) -> list[dict[str, Any]]:
     """For each (variant, claimed size in GB): is the size plausible, and which variant does it match?"""
-    from .knowledge.quants import file_types
-    from .knowledge.quant_rules import supported_file_types
-
     results = []
     for ref, claimed_gb in claims:
         variant = find_variant(ref)
-        predicted = network_from_catalog(variant).file_bytes
         claimed = claimed_gb * 1e9
-        siblings = []
-        for name in supported_file_types():
-            if name in file_types() and file_types()[name].scheme in ("k-quant", "legacy", "float"):
-                sib = CatalogVariant(variant.model, file_types()[name])
-                siblings.append((abs(network_from_catalog(sib).file_bytes - claimed), sib))
-        _, nearest = min(siblings, key=lambda s: s[0])
+        sizes = {sib.tag: (sib, network_from_catalog(sib).file_bytes) for sib in _sibling_variants(variant)}
+        sizes[variant.tag] = (variant, network_from_catalog(variant).file_bytes)
+        predicted = sizes[variant.tag][1]
         plausible = abs(predicted - claimed) <= tolerance * predicted
+        nearest, nearest_bytes = sizes[variant.tag] if plausible else min(sizes.values(), key=lambda s: abs(s[1] - claimed))
         results.append({
             "variant": variant.tag, "claimed_bytes": int(claimed), "predicted_bytes": predicted,
             "difference": (claimed - predicted) / predicted, "plausible": plausible,
-            "matches": variant.tag if plausible else nearest.tag,
-            "matches_bytes": predicted if plausible else network_from_catalog(nearest).file_bytes,
+            "matches": nearest.tag, "matches_bytes": nearest_bytes,
         })
     return results
+
+
+def _sibling_variants(variant: CatalogVariant) -> list[CatalogVariant]:
+    """The same model at every k-quant, legacy and float file type the recipe knows."""
+    types = file_types()
+    return [CatalogVariant(variant.model, types[name]) for name in supported_file_types()
+            if name in types and types[name].scheme in ("k-quant", "legacy", "float")]

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import ModelFileError
 from .knowledge import load_data
+from .knowledge.quant_rules import layer_of
 from .knowledge.quants import file_type_by_id
 
 _MIN_KV_BYTES = 8 + 4  # key length + value type, before any key or value bytes
@@ -100,6 +101,21 @@ class TensorEntry:
     dims: tuple[int, ...]  # GGUF order: row length first
     n_bytes: int
 
+    @property
+    def layer(self) -> int | None:
+        """The repeating block this tensor belongs to (``blk.N.``), or None for the others."""
+        return layer_of(self.name)
+
+
+def bytes_read_per_token(tensors: list[TensorEntry]) -> int:
+    """Weight bytes a generated token reads: every tensor once, except that the input
+    embedding is a lookup of one row, unless the model ties it to the output projection
+    (no output.weight), when the whole matrix is read as the output layer."""
+    total = sum(t.n_bytes for t in tensors)
+    if not any(t.name == "output.weight" for t in tensors):
+        return total
+    return total - sum(t.n_bytes for t in tensors if t.name == "token_embd.weight")
+
 
 @dataclass(frozen=True)
 class ModelFile:
@@ -127,8 +143,6 @@ class ModelFile:
     fim_tokens: dict[str, str]
     tokenizer_model: str | None
     license: str | None
-    embedding_bytes: int = 0
-    has_output_tensor: bool = False
     metadata_keys: list[str] = field(repr=False, default_factory=list)
     tensors: list[TensorEntry] = field(repr=False, default_factory=list)
     data_offset: int = 0
@@ -139,10 +153,7 @@ class ModelFile:
 
     @property
     def bytes_read_per_token(self) -> int:
-        """Weight bytes a generated token reads: every tensor once, except that the input
-        embedding is a lookup of one row, unless the model ties it to the output projection
-        (no output.weight), when the whole matrix is read as the output layer."""
-        return self.tensor_bytes - (self.embedding_bytes if self.has_output_tensor else 0)
+        return bytes_read_per_token(self.tensors)
 
 
 def clean_text(text: str) -> str:
@@ -208,8 +219,6 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         fim_tokens=_fim_tokens(reader),
         tokenizer_model=_clean_opt(_scalar(reader, "tokenizer.ggml.model")),
         license=_clean_opt(_scalar(reader, "general.license")),
-        embedding_bytes=sum(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight"),
-        has_output_tensor=any(t.name == "output.weight" for t in reader.tensors),
         metadata_keys=[k for k in reader.fields if not k.startswith("GGUF.")],
         tensors=[
             TensorEntry(clean_text(t.name), t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes))

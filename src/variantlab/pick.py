@@ -10,15 +10,16 @@ weights). The tier rules are returned with the answer, so the choice can be chec
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
-from .explain import explain_name
 from .fit import Estimate, FitRequest, Network, estimate, network_for, network_from_catalog
 from .hardware import memory_bandwidth, ram_available_bytes
 from .knowledge import load_data
-from .knowledge.catalog import CatalogModel, CatalogVariant, models
+from .knowledge.catalog import CatalogModel, CatalogVariant, find_model, models
 from .knowledge.quants import file_type, file_types
 from .results import ResultsDB
 from .store import Store
@@ -94,20 +95,14 @@ def _ranked_record(c: Candidate) -> dict[str, Any]:
             "accuracy": c.accuracy, "accuracy_source": c.accuracy_source}
 
 
-class _open_db:
+@contextlib.contextmanager
+def _open_db(db: ResultsDB | None) -> Iterator[ResultsDB]:
     """Use the caller's results database, or open (and close) the default one."""
-
-    def __init__(self, db: ResultsDB | None) -> None:
-        self.given, self.db = db, db
-
-    def __enter__(self) -> ResultsDB:
-        if self.db is None:
-            self.db = ResultsDB()
-        return self.db
-
-    def __exit__(self, *exc: object) -> None:
-        if self.given is None and self.db is not None:
-            self.db.close()
+    if db is not None:
+        yield db
+        return
+    with ResultsDB() as opened:
+        yield opened
 
 
 def _measured_efficiency(db: ResultsDB) -> float | None:
@@ -145,7 +140,7 @@ def _store_candidates(task: str, request: FitRequest, store: Store, db: ResultsD
     """Models already in the store that the catalog recognises, measured where possible."""
     found = []
     for manifest in store.manifests():
-        model = _catalog_model_for(manifest.name)
+        model = find_model(manifest.name)
         if model is None or not suitable(model, task) or request.ctx > model.max_ctx:
             continue
         net = network_for(manifest.name, store)
@@ -161,7 +156,7 @@ def _model_efficiencies(store: Store, db: ResultsDB) -> dict[str, float]:
     in the store reached: a better basis for its other rungs than the machine-wide median."""
     found: dict[str, float] = {}
     for manifest in store.manifests():
-        model = _catalog_model_for(manifest.name)
+        model = find_model(manifest.name)
         if model is None:
             continue
         for run in db.runs(kind="bench", model_sha256=manifest.sha256, limit=5):
@@ -170,14 +165,6 @@ def _model_efficiencies(store: Store, db: ResultsDB) -> dict[str, float]:
                 found[model.tag] = float(metric.median)
                 break
     return found
-
-
-def _catalog_model_for(name: str) -> CatalogModel | None:
-    parsed = explain_name(name)
-    family = (parsed.fine_tune or parsed.family or "").lower()
-    flavor = {"code": "base", None: "base"}.get(parsed.flavor, parsed.flavor)
-    return next((m for m in models() if m.family.lower() == family and m.size_b == parsed.size_b
-                 and m.flavor == flavor), None)
 
 
 def _candidate(tag: str, source: str, model: CatalogModel, net: Network, request: FitRequest, sha256: str | None,

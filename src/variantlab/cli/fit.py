@@ -9,9 +9,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..fit import FitRequest, check_claims, fit as fit_model
-from .output import human_bytes, print_json, stdout_console
-
-GIB = 1 << 30
+from .output import gib_option_bytes, human_bytes, print_json, stdout_console
 
 
 def fit(
@@ -32,7 +30,7 @@ def fit(
         return
     if model is None:
         raise UsageError("give a MODEL, or --check NAME=SIZE_GB", hint="for example: variantlab fit codellama:13b-instruct-q4_K_M --ctx 8192")
-    request = FitRequest(ctx=ctx, kv_type=kv_type, gpu_layers=_gpu_layers(gpu_layers), ram_bytes=_mem_bytes(mem))
+    request = FitRequest(ctx=ctx, kv_type=kv_type, gpu_layers=_gpu_layers(gpu_layers), ram_bytes=gib_option_bytes(mem))
     result = fit_model(model, request).to_dict()
     print_json(result) if json_out else render(result)
 
@@ -44,14 +42,6 @@ def _gpu_layers(value: str) -> str | int:
         return int(value)
     except ValueError:
         raise UsageError(f"--gpu-layers {value!r} is not 'auto' or a number") from None
-
-
-def _mem_bytes(mem: float | None) -> int | None:
-    if mem is None:
-        return None
-    if not 0 < mem <= 1 << 20:
-        raise UsageError(f"--mem {mem} GiB is not a sensible memory size", hint="give a positive size in GiB, e.g. --mem 16")
-    return int(mem * GIB)
 
 
 def _claim(text: str) -> tuple[str, float]:

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..errors import UsageError
 from ..store.files import ProgressFn
 
 PHASE_LABELS = {"download": "downloading", "packages": "fetching packages", "copy": "copying", "hash": "hashing"}
@@ -47,6 +48,15 @@ def progress_bars() -> Iterator[ProgressFn]:
             bars.update(tasks[phase], completed=done, total=total, amount=amount)
 
         yield report
+
+
+def gib_option_bytes(mem: float | None) -> int | None:
+    """A --mem value in GiB as bytes; None stays None (the caller's default)."""
+    if mem is None:
+        return None
+    if not 0 < mem <= 1 << 20:
+        raise UsageError(f"--mem {mem} GiB is not a sensible memory size", hint="give a positive size in GiB, e.g. --mem 16")
+    return int(mem * (1 << 30))
 
 
 def human_bytes(n: int | None) -> str:

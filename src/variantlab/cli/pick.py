@@ -8,8 +8,7 @@ import typer
 from rich.table import Table
 
 from ..pick import pick as pick_variants
-from .fit import _mem_bytes
-from .output import human_bytes, print_json, stdout_console
+from .output import gib_option_bytes, human_bytes, print_json, stdout_console
 
 
 def pick(
@@ -19,7 +18,7 @@ def pick(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Three tiers for a task, each with memory, speed, accuracy and the reason, and the rules used."""
-    result = pick_variants(task, ctx, _mem_bytes(mem))
+    result = pick_variants(task, ctx, gib_option_bytes(mem))
     print_json(result) if json_out else render(result)
 
 

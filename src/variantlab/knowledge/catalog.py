@@ -161,17 +161,30 @@ def variants(file_types: list[str] | None = None) -> list[CatalogVariant]:
     return [CatalogVariant(m, ft) for m in models() for ft in types]
 
 
+def find_model(ref: str) -> CatalogModel | None:
+    """The catalog model a name (any spelling explain reads, quantization or not) denotes, if any."""
+    return _model_for(_parse(ref))
+
+
 def find_variant(ref: str) -> CatalogVariant:
     """The catalog variant a name denotes, or UnknownModelError with the nearest names."""
-    from ..explain import explain_name  # explain reads the same vocabulary; imported late to avoid a cycle
-
-    name = explain_name(ref)
-    model = _match_model(name.fine_tune or name.family, name.size_b, name.flavor, name.tuned_for)
+    name = _parse(ref)
+    model = _model_for(name)
     if model is None or name.quant is None:
         raise _unknown(ref, "no catalog variant of that name" if model is None else "the name gives no quantization")
     if name.quant not in supported_file_types():
         raise _unknown(ref, f"no recipe for quantization {name.quant}")
     return CatalogVariant(model, file_type(name.quant))
+
+
+def _parse(ref: str) -> Any:
+    from ..explain import explain_name  # explain reads the same vocabulary; imported late to avoid a cycle
+
+    return explain_name(ref)
+
+
+def _model_for(name: Any) -> CatalogModel | None:
+    return _match_model(name.fine_tune or name.family, name.size_b, name.flavor, name.tuned_for)
 
 
 def _match_model(family: str | None, size_b: float | None, flavor: str | None, tuned_for: str | None) -> CatalogModel | None:

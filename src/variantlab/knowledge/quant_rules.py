@@ -47,6 +47,12 @@ class _Context:
     imatrix: bool
 
 
+def layer_of(name: str) -> int | None:
+    """The repeating block a tensor name belongs to (``blk.N.``), or None for the others."""
+    match = _LAYER.match(name)
+    return int(match.group(1)) if match else None
+
+
 def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
@@ -160,8 +166,9 @@ def tensor_types(
     """The type llama.cpp's quantizer gives each tensor, in file order.
 
     ``tensors`` are (name, dims as GGUF lists them with the row length first, source type or
-    None); ``era`` picks an older recipe for files made by an older llama.cpp. Order matters: like llama.cpp, the n-th attention-V or feed-forward tensor of the
-    file counts as layer n (files are often sorted blk.0, blk.1, blk.10, ...).
+    None); ``era`` picks an older recipe for files made by an older llama.cpp. Order matters:
+    like llama.cpp, the n-th attention-V or feed-forward tensor of the file counts as layer n
+    (files are often sorted blk.0, blk.1, blk.10, ...).
     """
     base = base_type(file_type)
     rules = _main_rules(era)
@@ -177,8 +184,8 @@ def tensor_types(
         tensor_role = role(name, shape.tied_embeddings)
         index = seen.get(tensor_role, 0)
         seen[tensor_role] = index + 1
-        match = _LAYER.match(name)
-        layer = int(match.group(1)) if shape.n_experts > 1 and match else index
+        named = layer_of(name)
+        layer = named if shape.n_experts > 1 and named is not None else index
         found.append(_choose(rules, tensor_role, _Context(shape, file_type, base, layer, dims[0], imatrix)))
     return found
 
