@@ -14,6 +14,7 @@ from .. import config
 from ..errors import VariantlabError
 from . import bench as bench_cmd
 from . import catalog as catalog_cmd
+from . import eval as eval_cmd
 from . import explain as explain_cmd
 from . import fit as fit_cmd
 from . import hw as hw_cmd
@@ -37,6 +38,7 @@ app.command("fit")(fit_cmd.fit)
 app.command("catalog")(catalog_cmd.catalog)
 app.command("pick")(pick_cmd.pick)
 app.command("bench")(bench_cmd.bench)
+app.command("eval")(eval_cmd.eval_cmd)
 app.add_typer(results_cmd.app, name="results")
 
 

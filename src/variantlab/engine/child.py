@@ -11,6 +11,7 @@ import multiprocessing as mp
 import resource
 import traceback
 from dataclasses import asdict
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import VariantlabError
@@ -31,9 +32,10 @@ def _peak_rss_bytes() -> int:
 class _Service:
     """What the child can be asked to do. Each method returns plain data (picklable)."""
 
-    def __init__(self, engine: LlamaEngine, model_path: str) -> None:
+    def __init__(self, engine: LlamaEngine, model_path: str, notify: Any) -> None:
         self.engine = engine
         self.model_path = model_path
+        self.notify = notify  # sends a progress message to the parent before the reply
 
     def info(self) -> dict[str, Any]:
         e = self.engine
@@ -42,6 +44,16 @@ class _Service:
         return {"load_s": e.load_s, "n_ctx_train": e.n_ctx_train, "n_vocab": e.n_vocab,
                 "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes(),
                 "system_info": llama_cpp.llama_print_system_info().decode()}
+
+    def special_tokens(self) -> dict[str, str]:
+        """BOS and EOS as text, which chat templates write into the prompt."""
+        e = self.engine
+        import llama_cpp
+
+        return {"bos": e.token_text(llama_cpp.llama_vocab_bos(e.vocab)), "eos": e.token_text(llama_cpp.llama_vocab_eos(e.vocab))}
+
+    def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
+        return self.engine.fim_prompt(prefix, suffix)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.engine.tokenize(text, add_special)
@@ -54,6 +66,19 @@ class _Service:
                        sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         gens: list[Generation] = self.engine.generate_batch(prompts, max_tokens, stop, Sampling(**(sampling or {})))
         return [asdict(g) for g in gens]
+
+    def generate_many(self, prompts: list[list[int]], max_tokens: int, stop: list[str] | None = None,
+                      sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Continuous batching over all prompts; each finished one is reported as progress."""
+        gens = self.engine.generate_many(prompts, max_tokens, stop, Sampling(**(sampling or {})),
+                                         on_done=lambda i, g: self.notify({"done": i, "generation": asdict(g)}))
+        return [asdict(g) for g in gens]
+
+    def score_chunk(self, tokens: list[int], first: int, top_k: int = 0, ref_ids: Any = None) -> dict[str, Any]:
+        return self.engine.score_chunk(tokens, first, top_k, ref_ids)
+
+    def bos(self) -> int | None:
+        return self.engine.bos()
 
     def reload_times(self, times: int) -> list[float]:
         """Load the same model ``times`` more times (freeing each), for a spread of load times."""
@@ -83,7 +108,7 @@ def _child_main(conn: Any, model_path: str, settings: dict[str, Any]) -> None:
     except VariantlabError as exc:
         conn.send(("error", type(exc).__name__, exc.message))
         return
-    service = _Service(engine, model_path)
+    service = _Service(engine, model_path, lambda payload: conn.send(("progress", payload)))
     conn.send(("ready", engine.load_s))
     while True:
         try:
@@ -128,13 +153,22 @@ class EngineProcess:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, method: str, timeout: float | None = None, **kwargs: Any) -> Any:
-        """Run ``method`` in the child and return its result; EngineCrashed if the child dies."""
+    def call(self, method: str, timeout: float | None = None, on_progress: Callable[[Any], None] | None = None,
+             **kwargs: Any) -> Any:
+        """Run ``method`` in the child and return its result; EngineCrashed if the child dies.
+
+        Progress messages the child sends on the way go to ``on_progress``; ``timeout`` applies
+        to the wait for each message.
+        """
         try:
             self._conn.send((method, kwargs))
         except (BrokenPipeError, OSError):
             raise self._crashed(f"calling {method}") from None
         reply = self._receive(timeout, during=method)
+        while reply[0] == "progress":
+            if on_progress:
+                on_progress(reply[1])
+            reply = self._receive(timeout, during=method)
         if reply[0] == "error":
             raise EngineError(reply[2])
         return reply[1]

@@ -14,7 +14,7 @@ import ctypes
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +149,7 @@ class LlamaEngine:
         cparams.n_seq_max = settings.n_seq_max
         cparams.n_threads = cparams.n_threads_batch = settings.n_threads
         cparams.flash_attn_type = FLASH_ATTN[settings.flash_attn]
+        cparams.kv_unified = settings.kv_unified
         cparams.no_perf = True
         ctx = L.llama_init_from_model(self.model, cparams)
         if not ctx:
@@ -185,6 +186,21 @@ class LlamaEngine:
             buf = ctypes.create_string_buffer(-n)
             n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        """A token's text with special tokens spelled out (``<|im_end|>``), for chat templates."""
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", "replace")
+
+    def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
+        """Prefix-suffix-middle tokens with the vocabulary's own FIM tokens, as llama-server's /infill."""
+        pre, suf, mid = (L.llama_vocab_fim_pre(self.vocab), L.llama_vocab_fim_suf(self.vocab), L.llama_vocab_fim_mid(self.vocab))
+        if min(pre, suf, mid) < 0:
+            raise EngineError("this model's vocabulary has no fill-in-the-middle tokens")
+        bos = self.bos()
+        return ([bos] if bos is not None else []) + [pre] + self.tokenize(prefix, False) + [suf] \
+            + self.tokenize(suffix, False) + [mid]
 
     def bos(self) -> int | None:
         return L.llama_vocab_bos(self.vocab) if L.llama_vocab_get_add_bos(self.vocab) else None
@@ -233,14 +249,7 @@ class LlamaEngine:
     @contextlib.contextmanager
     def sampler(self, sampling: Sampling) -> Iterator[Any]:
         """A llama.cpp sampler chain for ``sampling``, freed on exit."""
-        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        if sampling.temperature <= 0:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
-        else:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(sampling.top_k))
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(sampling.seed))
+        chain = self._new_sampler(sampling)
         try:
             yield chain
         finally:
@@ -292,6 +301,91 @@ class LlamaEngine:
             s.finish_text()
         return [s.result for s in seqs]
 
+    def generate_many(self, prompts: list[list[int]], max_tokens: int, stop: list[str] | None = None,
+                      sampling: Sampling = Sampling(),
+                      on_done: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+        """Continuous batching: up to ``n_seq_max - 1`` sequences decode together, and a finished
+        sequence's slot takes the next prompt at once. The prompts' common token prefix is
+        decoded once and shared through the KV cache. Sampled decoding seeds each prompt's
+        sampler with ``seed + index``, so repeated prompts give independent samples; the schedule
+        does not depend on timing, so greedy output is the same on every run.
+        """
+        slots = self.settings.n_seq_max - 1
+        if slots < 1:
+            raise EngineError("generate_many needs a context made for at least 2 sequences")
+        if not prompts:
+            return []
+        if any(not p for p in prompts):
+            raise EngineError("an empty prompt cannot be generated from")
+        prefix = _shared_prefix(prompts)
+        need = max(len(p) for p in prompts) + max_tokens
+        per_seq = self.settings.n_ctx if self.settings.kv_unified else self.settings.n_ctx // self.settings.n_seq_max
+        if need * (slots if self.settings.kv_unified else 1) > per_seq:
+            raise EngineError(f"sequences of up to {need} tokens do not fit a context of {self.settings.n_ctx} "
+                              f"shared by {self.settings.n_seq_max} sequences")
+        self.clear()
+        prefix_seq = slots
+        if prefix:
+            self._decode([(t, i, prefix_seq, False) for i, t in enumerate(prefix)])
+        results: list[Generation | None] = [None] * len(prompts)
+        waiting = list(range(len(prompts)))[::-1]
+        live: dict[int, tuple[int, _Sequence]] = {}
+        stop = list(stop or [])
+        try:
+            while waiting or live:
+                for slot in range(slots):
+                    if slot not in live and waiting:
+                        index = waiting.pop()
+                        live[slot] = (index, self._start(slot, index, prompts[index], prefix, prefix_seq, sampling, stop, max_tokens))
+                running = [(slot, index, s) for slot, (index, s) in live.items() if not s.done]
+                if running:
+                    entries = []
+                    for i, (_, _, s) in enumerate(running):
+                        entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
+                        s.batch_index = i
+                        s.pos += 1
+                    self._decode(entries)
+                    for _, _, s in running:
+                        self._accept(s, self.sample(s.sampler, s.batch_index), max_tokens)
+                for slot, (index, s) in list(live.items()):
+                    if s.done:
+                        s.finish_text()
+                        L.llama_sampler_free(s.sampler)
+                        L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), slot, -1, -1)
+                        del live[slot]
+                        results[index] = s.result
+                        if on_done:
+                            on_done(index, s.result)
+        finally:
+            for _, s in live.values():
+                L.llama_sampler_free(s.sampler)
+        return [r for r in results if r is not None]
+
+    def _start(self, slot: int, index: int, prompt: list[int], prefix: list[int], prefix_seq: int,
+               sampling: Sampling, stop: list[str], max_tokens: int) -> _Sequence:
+        """Put ``prompt`` into ``slot``: share the prefix's cache, decode the rest, sample its first token."""
+        t0 = time.perf_counter()
+        if prefix:
+            L.llama_memory_seq_cp(L.llama_get_memory(self.ctx), prefix_seq, slot, -1, -1)  # the prefix sequence holds only the prefix
+        rest = prompt[len(prefix):]
+        self._decode([(t, len(prefix) + i, slot, i == len(rest) - 1) for i, t in enumerate(rest)])
+        seeded = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed + index)
+        s = _Sequence(slot, prompt, self._new_sampler(seeded), stop)
+        s.result.prompt_s = time.perf_counter() - t0
+        self._accept(s, self.sample(s.sampler, -1), max_tokens)
+        return s
+
+    def _new_sampler(self, sampling: Sampling) -> Any:
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if sampling.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        else:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(sampling.top_k))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(sampling.seed))
+        return chain
+
     def _accept(self, s: _Sequence, token: int, max_tokens: int) -> None:
         if self.is_end(token):
             s.result.finish_reason = "end"
@@ -300,6 +394,49 @@ class LlamaEngine:
         s.append(token, self.piece(token))
         if not s.done and len(s.result.tokens) >= max_tokens:
             s.done = True
+
+    # -- token distributions (KL-divergence, perplexity) ---------------------------------
+
+    def score_chunk(self, tokens: list[int], first: int, top_k: int = 0,
+                    ref_ids: Any = None) -> dict[str, Any]:
+        """Log-probabilities over one chunk, as llama-perplexity scores it: every position from
+        ``first`` to the second last predicts the next token. Returns each position's negative
+        log-likelihood and top token; with ``top_k`` the k most likely tokens and their
+        log-probabilities; with ``ref_ids`` (positions × k) the log-probabilities of those tokens.
+        """
+        import numpy as np
+
+        n = len(tokens)
+        if not 0 <= first < n - 1 or n > self.settings.n_batch:
+            raise EngineError(f"cannot score a chunk of {n} tokens from position {first} (batch {self.settings.n_batch})")
+        self.clear()
+        self._decode([(t, i, 0, first <= i < n - 1) for i, t in enumerate(tokens)])
+        L.llama_synchronize(self.ctx)
+        rows = n - 1 - first
+        logits = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(rows, self.n_vocab))
+        targets = np.asarray(tokens[first + 1:], dtype=np.int64)
+        out: dict[str, Any] = {"nll": np.empty(rows), "argmax": np.empty(rows, dtype=np.int32)}
+        if top_k:
+            out["top_ids"] = np.empty((rows, top_k), dtype=np.int32)
+            out["top_logp"] = np.empty((rows, top_k), dtype=np.float32)
+        if ref_ids is not None:
+            out["logp_at_ref"] = np.empty(ref_ids.shape, dtype=np.float64)
+        for start in range(0, rows, 32):  # 32 rows at a time keeps the float64 copy small
+            block = logits[start:start + 32].astype(np.float64)
+            block -= block.max(axis=1, keepdims=True)
+            block -= np.log(np.exp(block).sum(axis=1, keepdims=True))  # log-softmax
+            idx = np.arange(start, start + len(block))
+            out["nll"][idx] = -block[idx - start, targets[idx]]
+            out["argmax"][idx] = block.argmax(axis=1)
+            if top_k:
+                part = np.argpartition(-block, top_k, axis=1)[:, :top_k]
+                vals = np.take_along_axis(block, part, axis=1)
+                order = np.argsort(-vals, axis=1)
+                out["top_ids"][idx] = np.take_along_axis(part, order, axis=1)
+                out["top_logp"][idx] = np.take_along_axis(vals, order, axis=1)
+            if ref_ids is not None:
+                out["logp_at_ref"][idx] = np.take_along_axis(block, ref_ids[idx].astype(np.int64), axis=1)
+        return out
 
     # -- benchmark ---------------------------------------------------------------------
 
@@ -325,3 +462,15 @@ class LlamaEngine:
                 self.decode_one(token, pos)
                 token = self.sample(sampler)
             return time.perf_counter() - t0
+
+
+def _shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest token prefix common to all prompts, leaving each at least one token of its own."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return first[:max(n, 0)]

@@ -33,6 +33,9 @@ class EngineSettings:
     flash_attn: str = "auto"
     load_mode: str = "auto"
     seed: int = 1234
+    # False: each sequence has its own KV stream of n_ctx / n_seq_max cells and attends over its
+    # own cells only (fast batches); True: one pool, as llama-server's --kv-unified
+    kv_unified: bool = False
 
     def resolved(self) -> EngineSettings:
         """These settings with defaults filled in and every value checked."""

