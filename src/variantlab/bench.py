@@ -19,6 +19,7 @@ from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings
 from .engine.openai_backend import filler_prompt, is_openai_spec, resolve_endpoint, time_completion
 from .errors import UsageError
 from .hardware import machine_facts, memory_bandwidth
+from .lock.pins import resolve_for_use
 from .modelfile import read_model_file
 from .results import Metric, ResultsDB, Run
 from .store import ResolvedModel, Store
@@ -50,7 +51,7 @@ def engine_version(system_info: str) -> str:
 
 def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None, db: ResultsDB | None = None,
                  progress: ProgressFn = no_progress, api_model: str | None = None,
-                 api_key: str | None = None) -> list[dict[str, Any]]:
+                 api_key: str | None = None, verify_hash: bool = False) -> list[dict[str, Any]]:
     """Bench each model in turn; a model that fails is recorded as failed and the rest go on.
 
     A ref ``openai:URL[#MODEL]`` benches a running OpenAI-compatible server instead.
@@ -58,7 +59,8 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
     plan = plan.checked()
     store = store or Store()
     # every name is resolved before anything runs: a misspelt third name fails at once
-    resolved = {ref: store.resolve(ref) for ref in refs if not is_openai_spec(ref)}
+    # a role of the lock in force resolves to its pinned blob, hash-checked before loading
+    resolved = {ref: resolve_for_use(ref, store=store, verify_hash=verify_hash) for ref in refs if not is_openai_spec(ref)}
     bandwidth = memory_bandwidth()
     hardware = machine_facts()
     own_db = db is None

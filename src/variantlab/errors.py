@@ -6,7 +6,8 @@
     ├── ModelFileError        (ValueError)        a file that is not a readable GGUF model
     ├── IntegrityError        (ValueError)        bytes whose sha256 is not the one expected
     ├── SourceError           (ConnectionError)   a download or package fetch that failed
-    └── StoreError            (OSError)           the store on disk is unusable
+    ├── StoreError            (OSError)           the store on disk is unusable
+    └── LockError             (ValueError)        a lockfile that is unreadable, or a pin that cannot be met
 
 Each inherits the matching builtin so callers that only know Python's own
 exceptions still catch them. The message always names the bad value; ``hint``
@@ -73,3 +74,7 @@ class SourceError(VariantlabError, ConnectionError):
 
 class StoreError(VariantlabError, OSError):
     """The store directory is unusable (permissions, corrupt manifest)."""
+
+
+class LockError(VariantlabError, ValueError):
+    """A lockfile with a syntax error, an unknown role or revision, or a pin whose blob is gone."""

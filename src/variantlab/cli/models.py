@@ -88,3 +88,36 @@ def verify(
         stdout_console().print(table)
     if any(not r.ok for r in reports):
         raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    keep_days: Annotated[int, typer.Option(help="Keep blobs with results newer than this many days.")] = 30,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove blobs that no lockfile pins and no recent result refers to (plan and confirmation first)."""
+    from ..lock import gc as gc_lib
+
+    plan = gc_lib.plan(keep_days=keep_days)
+    history_only = gc_lib.history_only_pins()
+    if json_out and (dry_run or not plan.remove):
+        print_json({"remove": plan.remove, "keep": plan.keep, "bytes_freed": plan.bytes_freed, "removed": []})
+        return
+    err = stderr_console()
+    for sha, why in plan.keep.items():
+        err.print(f"keep   {sha[:12]}…  {why}")
+    for sha, names in plan.remove.items():
+        note = " (an earlier pin in a lock's history: rolling back to it will need a fetch)" if sha in history_only else ""
+        err.print(f"remove {sha[:12]}…  {', '.join(names) or 'no name'}{note}")
+    err.print(f"{len(plan.remove)} blobs to remove, {human_bytes(plan.bytes_freed)} freed")
+    if dry_run or not plan.remove:
+        return
+    if not yes and not typer.confirm("Remove them?", err=True):
+        raise typer.Exit(1)
+    removed = gc_lib.collect(plan)
+    if json_out:
+        print_json({"remove": plan.remove, "keep": plan.keep, "bytes_freed": plan.bytes_freed, "removed": removed})
+    else:
+        stdout_console().print(f"removed {len(removed)} blobs")

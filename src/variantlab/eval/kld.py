@@ -25,6 +25,7 @@ from ..engine import EngineProcess, EngineSettings
 from ..errors import UsageError
 from ..hardware import machine_facts
 from ..knowledge import load_data
+from ..lock.pins import resolve_for_use
 from ..modelfile import read_model_file
 from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
@@ -142,11 +143,13 @@ def kl_per_position(ref_top_logp: np.ndarray, model_logp_at_ref: np.ndarray) -> 
 
 
 def evaluate_kld(ref: str, reference: str, plan: KldPlan = KldPlan(), *, store: Store | None = None,
-                 db: ResultsDB | None = None, progress: ProgressFn = no_progress) -> dict[str, Any]:
+                 db: ResultsDB | None = None, progress: ProgressFn = no_progress,
+                 verify_hash: bool = False) -> dict[str, Any]:
     """KL-divergence, perplexities and top-token agreement of ``ref`` against ``reference``."""
     plan = plan.checked()
     store = store or Store()
-    model, base = store.resolve(ref), store.resolve(reference)
+    model = resolve_for_use(ref, store=store, verify_hash=verify_hash)
+    base = resolve_for_use(reference, store=store, verify_hash=verify_hash)
     info, base_info = read_model_file(model.path), read_model_file(base.path)
     if (info.architecture, info.vocab_size) != (base_info.architecture, base_info.vocab_size):
         raise UsageError(f"{model.label} ({info.architecture}, {info.vocab_size} tokens) and {base.label} "

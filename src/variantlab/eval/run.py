@@ -7,6 +7,7 @@ result goes into the results database with the dataset hash and the suite versio
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from ..engine import EngineProcess, EngineSettings
 from ..errors import UsageError
 from ..explain import explain_name
 from ..hardware import machine_facts
+from ..lock.pins import resolve_for_use
 from ..modelfile import ModelFile, read_model_file
 from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
@@ -120,13 +122,12 @@ def infill_tasks(limit: int | None) -> list[Task]:
 
 
 def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: ResultsDB | None = None,
-             progress: ProgressFn = no_progress) -> dict[str, Any]:
+             progress: ProgressFn = no_progress, verify_hash: bool = False) -> dict[str, Any]:
     """Generate with the model, run every program in the sandbox, record and return the scores."""
     plan = plan.checked()
     if plan.suite == "kld":
         raise UsageError("the kld suite needs a reference model", hint="use evaluate_kld (CLI: --reference MODEL)")
-    store = store or Store()
-    resolved = store.resolve(ref)
+    resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash)
     info = read_model_file(resolved.path)
     problems = he.select(plan.limit)
     good, wrong = infill.canary_programs(plan.limit) if plan.suite == "infill" else he.canary_programs(problems)
@@ -134,7 +135,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
     canary_check(good, wrong, plan.limits)
     progress("sandbox canary", 1, 1)
     run = _new_run(resolved, info, plan)
-    with ResultsDB() if db is None else _borrowed(db) as results_db:
+    with ResultsDB() if db is None else contextlib.nullcontext(db) as results_db:
         outputs, run.engine_version, style = _generate(resolved, info, plan, problems, progress)
         completions = [(t, t.to_completion(g["text"]), g) for t, g in zip(outputs["expanded"], outputs["generations"])]
         progress("run tests", 0, len(completions))
@@ -159,19 +160,6 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
                                             for (t, c, _), o in zip(completions, outcomes)))
         report["samples_file"] = str(plan.samples_out)
     return report
-
-
-class _borrowed:
-    """A caller's database as a context manager that does not close it."""
-
-    def __init__(self, db: ResultsDB) -> None:
-        self.db = db
-
-    def __enter__(self) -> ResultsDB:
-        return self.db
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import fcntl
 import json
 import os
 import uuid
@@ -91,7 +92,7 @@ class Store:
     def blob_path(self, sha256: str) -> Path:
         return self.blobs_dir / sha256
 
-    def _manifest_path(self, name: str) -> Path:
+    def manifest_path(self, name: str) -> Path:
         return self.manifests_dir / (quote(name, safe="") + ".json")
 
     # -- reading ---------------------------------------------------------------------
@@ -103,7 +104,7 @@ class Store:
         return sorted(found, key=lambda m: m.name)
 
     def manifest(self, name: str) -> Manifest | None:
-        path = self._manifest_path(name)
+        path = self.manifest_path(name)
         return self._load_manifest(path) if path.is_file() else None
 
     def _load_manifest(self, path: Path) -> Manifest:
@@ -139,6 +140,17 @@ class Store:
         raise UnknownModelError(ref, difflib.get_close_matches(ref, known, n=3, cutoff=0.4))
 
     # -- writing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive hold on the store while blobs are removed or pinned (gc against lock add)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "store.lck", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def staging(self, suffix: str = ".part") -> Iterator[Path]:
@@ -190,7 +202,7 @@ class Store:
             added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             revision=revision,
         )
-        atomic_write_text(self._manifest_path(name), json.dumps(manifest.to_dict(), indent=2) + "\n")
+        atomic_write_text(self.manifest_path(name), json.dumps(manifest.to_dict(), indent=2) + "\n")
         return manifest
 
     # -- checking --------------------------------------------------------------------

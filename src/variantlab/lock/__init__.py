@@ -1,0 +1,12 @@
+"""Version control for local models: the lockfile, its history, verification before use, gc.
+
+``lockfile`` is the format (TOML lock + JSON-lines history, atomic writes under a flock),
+``pins`` the operations (add, verify, history, diff, rollback, sync, resolve_for_use), ``gc``
+the removal of blobs nothing refers to.
+"""
+
+from .lockfile import LOCK_NAME, HistoryEntry, LockState, Pin, find_lockfile, read_lock
+from .pins import add, diff, history, remove, resolve_for_use, rollback, state_at, sync, verify
+
+__all__ = ["LOCK_NAME", "HistoryEntry", "LockState", "Pin", "add", "diff", "find_lockfile", "history", "read_lock",
+           "remove", "resolve_for_use", "rollback", "state_at", "sync", "verify"]

@@ -1,0 +1,328 @@
+"""Pinning models to roles: add, verify, history, diff, rollback, sync, and use through the lock.
+
+Every change runs under the lockfile's flock and goes history-first, lockfile-second (see
+``lockfile.py``), so a kill at any point leaves a lock that verifies. Rollback needs no network
+when the old blob is still in the store: the history holds the whole pin.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import IntegrityError, LockError, UsageError
+from ..results import ResultsDB
+from ..store import Manifest, ResolvedModel, Store, builtin_models, fetch
+from ..store.files import ProgressFn, atomic_write_text, no_progress, sha256_file
+from .lockfile import (LOCK_NAME, HistoryEntry, LockState, Pin, append_history, find_lockfile, locked,
+                       read_history, read_lock, write_lock)
+
+_ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def default_lock_path(path: Path | None = None) -> Path:
+    return path or find_lockfile() or Path.cwd() / LOCK_NAME
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+# -- what a pin records -----------------------------------------------------------------
+
+def headline_results(db: ResultsDB, sha256: str) -> dict[str, Any]:
+    """The latest successful figures recorded for a file: HumanEval, infill, KLD, speed."""
+    found: dict[str, Any] = {}
+    for run in db.runs(model_sha256=sha256, limit=200):  # newest first
+        if run.status != "ok":
+            continue
+        key = run.suite or run.kind
+        if key in found.get("_seen", set()):
+            continue
+        figure = {"humaneval": "pass@1", "infill": "pass@1", "kld": "mean_kld", "bench": "gen_tokens_per_s"}.get(key)
+        if figure and figure in run.metrics and run.metrics[figure].median is not None:
+            found[f"{key} {figure}"] = round(float(run.metrics[figure].median), 6)
+            found[f"{key} run"] = run.id
+            found.setdefault("_seen", set()).add(key)
+    found.pop("_seen", None)
+    return found
+
+
+def _fetch_spec(manifest: Manifest) -> str | None:
+    if manifest.name in builtin_models():
+        return manifest.name
+    if manifest.source.startswith("hf:"):
+        return manifest.source + (f"@{manifest.revision}" if manifest.revision else "")
+    if manifest.source.startswith("file:"):
+        return manifest.source
+    return None  # derived locally (quantize, dequantize): made again, not fetched
+
+
+def pin_for(manifest: Manifest, db: ResultsDB) -> Pin:
+    return Pin(model=manifest.name, sha256=manifest.sha256, size=manifest.size, file_type=manifest.file_type,
+               source=manifest.source, file_name=manifest.file_name, fetch=_fetch_spec(manifest),
+               revision=manifest.revision, results=headline_results(db, manifest.sha256))
+
+
+# -- changing the lock ------------------------------------------------------------------
+
+def _check_role(role: str) -> None:
+    if not _ROLE.match(role):
+        raise UsageError(f"role name {role!r} is not allowed", hint="use lower-case letters, digits, - and _ (e.g. chat, complete, infill)")
+
+
+def _change(lock_path: Path, role: str, action: str, after: Pin | None, message: str) -> HistoryEntry:
+    """Record and apply one change to one role (caller holds the lock)."""
+    state = read_lock(lock_path)
+    entry = HistoryEntry(state.revision + 1, _now(), _user(), action, role, message, state.roles.get(role), after)
+    roles = dict(state.roles)
+    if after is None:
+        roles.pop(role, None)
+    else:
+        roles[role] = after
+    append_history(lock_path, entry)
+    write_lock(lock_path, LockState(entry.revision, roles))
+    _register(lock_path)
+    return entry
+
+
+def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None, store: Store | None = None,
+        db: ResultsDB | None = None) -> HistoryEntry:
+    """Pin ``role`` to the stored model ``ref`` (its bytes are hashed first: the pin is what is on disk)."""
+    _check_role(role)
+    store = store or Store()
+    resolved = store.resolve(ref)
+    if resolved.manifest is None:
+        raise LockError(f"{ref} is a file outside the store; a pin must name stored bytes",
+                        hint=f"run `variantlab models fetch file:{ref}` first, then pin the name it prints")
+    _verify_blob(store, resolved.manifest.sha256, f"{role} → {resolved.manifest.name}", force=True)
+    path = default_lock_path(lock_path)
+    with store.locked(), locked(path), (db or ResultsDB()) as results:
+        return _change(path, role, "add", pin_for(resolved.manifest, results), message or f"pin {resolved.manifest.name}")
+
+
+def remove(role: str, *, message: str = "", lock_path: Path | None = None) -> HistoryEntry:
+    path = default_lock_path(lock_path)
+    with locked(path):
+        if role not in read_lock(path).roles:
+            raise _unknown_role(path, role)
+        return _change(path, role, "remove", None, message or f"remove {role}")
+
+
+def rollback(role: str, *, to: int | None = None, message: str = "", lock_path: Path | None = None,
+             store: Store | None = None) -> HistoryEntry:
+    """Pin ``role`` back to its previous model (or to its pin at revision ``to``), from the store only."""
+    store = store or Store()
+    path = default_lock_path(lock_path)
+    with store.locked(), locked(path):
+        state = read_lock(path)
+        if role not in state.roles:
+            raise _unknown_role(path, role)
+        target = _previous_pin(path, role, state) if to is None else _pin_at(path, role, to, state.revision)
+        _verify_blob(store, target.sha256, f"{role} at its earlier pin {target.model}", force=True,
+                     hint=f"the old file is not in the store: fetch it with `variantlab models fetch {target.fetch}`"
+                     if target.fetch else "the old file was made locally and is gone; make it again")
+        return _change(path, role, "rollback", target, message or f"roll back to {target.model}")
+
+
+def _previous_pin(path: Path, role: str, state: LockState) -> Pin:
+    current = state.roles[role]
+    for entry in reversed(read_history(path)):
+        if entry.role == role and entry.before is not None and entry.before.sha256 != current.sha256:
+            return entry.before
+    raise LockError(f"role {role!r} has no earlier pin to roll back to", hint="see `variantlab lock history " + role + "`")
+
+
+def _pin_at(path: Path, role: str, revision: int, latest: int) -> Pin:
+    if not 1 <= revision <= latest:
+        raise LockError(f"revision {revision} does not exist", hint=f"revisions run from 1 to {latest}; see `variantlab lock history`")
+    pinned = state_at(path, revision).get(role)
+    if pinned is None:
+        raise LockError(f"role {role!r} was not pinned at revision {revision}")
+    return pinned
+
+
+def _unknown_role(path: Path, role: str) -> LockError:
+    roles = ", ".join(read_lock(path).roles) or "none"
+    return LockError(f"role {role!r} is not in {path}", hint=f"pinned roles: {roles}; add one with `variantlab lock add {role} MODEL`")
+
+
+# -- reading the lock -------------------------------------------------------------------
+
+def state_at(lock_path: Path, revision: int) -> dict[str, Pin]:
+    """The roles as they were right after ``revision`` (replayed from the history)."""
+    roles: dict[str, Pin] = {}
+    for entry in read_history(lock_path):
+        if entry.revision > revision:
+            break
+        if entry.after is None:
+            roles.pop(entry.role, None)
+        else:
+            roles[entry.role] = entry.after
+    return roles
+
+
+@dataclass(frozen=True)
+class RoleChange:
+    role: str
+    before: Pin | None
+    after: Pin | None
+
+
+def diff(rev_a: int, rev_b: int, *, lock_path: Path | None = None) -> list[RoleChange]:
+    """What changed between two lock states: one row per role whose pin differs."""
+    path = default_lock_path(lock_path)
+    latest = read_lock(path).revision
+    for rev in (rev_a, rev_b):
+        if not 0 <= rev <= latest:
+            raise LockError(f"revision {rev} does not exist", hint=f"revisions run from 0 (empty) to {latest}")
+    a, b = state_at(path, rev_a), state_at(path, rev_b)
+    return [RoleChange(r, a.get(r), b.get(r)) for r in sorted(set(a) | set(b))
+            if (a.get(r) and a[r].sha256) != (b.get(r) and b[r].sha256)]
+
+
+def history(role: str | None = None, *, lock_path: Path | None = None) -> list[HistoryEntry]:
+    path = default_lock_path(lock_path)
+    if role is not None and not any(e.role == role for e in read_history(path)):
+        raise _unknown_role(path, role)
+    return [e for e in read_history(path) if role is None or e.role == role]
+
+
+# -- verification and use ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RoleCheck:
+    role: str
+    model: str
+    ok: bool
+    expected: str
+    found: str | None
+    problem: str | None
+
+
+def verify(*, lock_path: Path | None = None, store: Store | None = None, force: bool = True) -> list[RoleCheck]:
+    """Every pinned blob present and hashing to its pin (re-hashed unless ``force`` is False)."""
+    store = store or Store()
+    checks = []
+    for role, pin in read_lock(default_lock_path(lock_path)).roles.items():
+        blob = store.blob_path(pin.sha256)
+        if not blob.is_file():
+            checks.append(RoleCheck(role, pin.model, False, pin.sha256, None, "missing from the store (`variantlab lock sync`)"))
+            continue
+        found = verified_sha256(blob, force=force)
+        checks.append(RoleCheck(role, pin.model, found == pin.sha256, pin.sha256, found,
+                                None if found == pin.sha256 else "bytes changed on disk"))
+    return checks
+
+
+def _verify_blob(store: Store, sha256: str, what: str, *, force: bool = False, hint: str | None = None) -> Path:
+    blob = store.blob_path(sha256)
+    if not blob.is_file():
+        raise LockError(f"{what}: blob {sha256[:12]}… is not in the store", hint=hint or "run `variantlab lock sync`")
+    found = verified_sha256(blob, force=force)
+    if found != sha256:
+        raise IntegrityError(what, sha256, found, hint="the file changed on disk; `variantlab lock sync` fetches it again, "
+                             "or `variantlab lock rollback` pins another")
+    return blob
+
+
+def _cache_path() -> Path:
+    return config.home() / "cache" / "verified.json"
+
+
+def verified_sha256(blob: Path, *, force: bool = False) -> str:
+    """The blob's sha256, re-hashed only when its size or mtime changed since the last hash (or ``force``)."""
+    stat = blob.stat()
+    key, stamp = str(blob), [stat.st_size, stat.st_mtime_ns]
+    cache_file = _cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if not force and entry and entry[:2] == stamp:
+        return str(entry[2])
+    digest = sha256_file(blob)
+    cache[key] = [*stamp, digest]
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache_file, json.dumps(cache))
+    return digest
+
+
+def resolve_for_use(ref: str, *, store: Store | None = None, verify_hash: bool = False,
+                    lock_path: Path | None = None) -> ResolvedModel:
+    """Resolve a model for loading: a role of the lock in force (or a name it pins) goes to the
+    pinned blob, whose hash is checked first (cached by size and mtime; ``verify_hash`` forces it)."""
+    store = store or Store()
+    path = lock_path or find_lockfile()
+    state = read_lock(path) if path else LockState(0, {})
+    pin = state.roles.get(ref) or next((p for p in state.roles.values() if p.model == ref), None)
+    if pin is None:
+        return store.resolve(ref)
+    role = ref if ref in state.roles else next(r for r, p in state.roles.items() if p is pin)
+    blob = _verify_blob(store, pin.sha256, f"role {role!r} pinned to {pin.model} in {path}", force=verify_hash)
+    manifest = Manifest(name=pin.model, source=pin.source, file_name=pin.file_name, size=pin.size, sha256=pin.sha256,
+                        file_type=pin.file_type, added_at="", revision=pin.revision)
+    return ResolvedModel(blob, manifest)
+
+
+def sync(*, lock_path: Path | None = None, store: Store | None = None, progress: ProgressFn = no_progress) -> list[str]:
+    """Fetch every pinned blob that is missing or damaged, checking each against its pin."""
+    store = store or Store()
+    path = default_lock_path(lock_path)
+    fetched = []
+    with store.locked():
+        return _sync_locked(path, store, progress, fetched)
+
+
+def _sync_locked(path: Path, store: Store, progress: ProgressFn, fetched: list[str]) -> list[str]:
+    for check in verify(lock_path=path, store=store, force=False):
+        if check.ok:
+            continue
+        pin = read_lock(path).roles[check.role]
+        if pin.fetch is None:
+            raise LockError(f"role {check.role!r}: {pin.model} was made locally ({pin.source}) and cannot be fetched",
+                            hint="make it again with the same command, or `variantlab lock rollback` the role")
+        blob = store.blob_path(pin.sha256)
+        if blob.exists():  # damaged: move the bad bytes aside so the fetch writes a fresh blob
+            blob.chmod(0o644)
+            blob.unlink()
+        fetch(pin.fetch, store=store, name=pin.model, expected_sha256=pin.sha256, force=True, progress=progress)
+        fetched.append(check.role)
+    return fetched
+
+
+# -- lockfiles known to this store (for garbage collection) -----------------------------
+
+def _registry() -> Path:
+    return config.home() / "lockfiles.json"
+
+
+def known_lockfiles() -> list[Path]:
+    try:
+        return [Path(p) for p in json.loads(_registry().read_text())]
+    except (OSError, ValueError):
+        return []
+
+
+def _register(lock_path: Path) -> None:
+    paths = {str(p) for p in known_lockfiles()} | {str(lock_path.resolve())}
+    _registry().parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(_registry(), json.dumps(sorted(paths)))
+
+
+__all__ = ["Pin", "RoleChange", "RoleCheck", "add", "diff", "headline_results", "history", "known_lockfiles",
+           "remove", "resolve_for_use", "rollback", "state_at", "sync", "verify", "verified_sha256"]
