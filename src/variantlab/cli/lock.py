@@ -29,7 +29,7 @@ def _figures(pin: lock_lib.Pin | None, db: ResultsDB) -> str:
     if pin is None:
         return "-"
     figures = {**pin.results, **headline_results(db, pin.sha256)}
-    shown = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items() if not k.endswith(" run")]
+    shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items() if not k.endswith(" run")]
     return ", ".join(shown) or "no results"
 
 
