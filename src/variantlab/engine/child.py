@@ -10,8 +10,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import resource
 import traceback
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from ..errors import VariantlabError

@@ -9,6 +9,7 @@ Several sequences can be decoded together in one batch.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import contextlib
 import ctypes
 import random
@@ -179,19 +180,18 @@ class LlamaEngine:
             n = L.llama_tokenize(self.vocab, data, len(data), buf, len(buf), add_special, True)
         return list(buf[:n])
 
-    def piece(self, token: int) -> bytes:
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """A token's bytes; with ``special``, control tokens are spelled out (``<|im_end|>``)."""
         buf = ctypes.create_string_buffer(64)
-        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
     def token_text(self, token: int) -> str:
-        """A token's text with special tokens spelled out (``<|im_end|>``), for chat templates."""
-        buf = ctypes.create_string_buffer(256)
-        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
-        return buf.raw[: max(n, 0)].decode("utf-8", "replace")
+        """A token's text with special tokens spelled out, as chat templates write BOS and EOS."""
+        return self.piece(token, special=True).decode("utf-8", "replace")
 
     def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
         """Prefix-suffix-middle tokens with the vocabulary's own FIM tokens, as llama-server's /infill."""
@@ -369,7 +369,7 @@ class LlamaEngine:
             L.llama_memory_seq_cp(L.llama_get_memory(self.ctx), prefix_seq, slot, -1, -1)  # the prefix sequence holds only the prefix
         rest = prompt[len(prefix):]
         self._decode([(t, len(prefix) + i, slot, i == len(rest) - 1) for i, t in enumerate(rest)])
-        seeded = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed + index)
+        seeded = dataclasses.replace(sampling, seed=sampling.seed + index)
         s = _Sequence(slot, prompt, self._new_sampler(seeded), stop)
         s.result.prompt_s = time.perf_counter() - t0
         self._accept(s, self.sample(s.sampler, -1), max_tokens)

@@ -143,11 +143,6 @@ def completion_from_reply(problem: Problem, reply: str) -> str:
     return code
 
 
-def base_completion(problem: Problem, text: str) -> str:
-    """A Base model's continuation, cut at the first stop sequence (already done by the engine)."""
-    return text
-
-
 # -- samples files --------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
             progress("run tests", done[0], len(completions))
 
         outcomes = run_programs([t.to_program(c) for t, c, _ in completions], plan.limits, progress=tick)
-        report = _score(completions, outcomes, plan, len(outputs["tasks"]))
+        report = _score(completions, outcomes, len(outputs["tasks"]))
         run.settings["prompt_style"] = style
         run.metrics = _metrics(report)
         results_db.record(run)
@@ -224,7 +224,7 @@ def _tokens(engine: EngineProcess, task: Task, add_special: bool) -> list[int]:
     return engine.call("tokenize", text=task.prompt_text, add_special=add_special)
 
 
-def _score(completions: list[tuple[Task, str, dict[str, Any]]], outcomes: list[Outcome], plan: EvalPlan,
+def _score(completions: list[tuple[Task, str, dict[str, Any]]], outcomes: list[Outcome],
            n_tasks: int) -> dict[str, Any]:
     by_task: dict[str, list[bool]] = defaultdict(list)
     per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -234,9 +234,7 @@ def _score(completions: list[tuple[Task, str, dict[str, Any]]], outcomes: list[O
         reason = outcome.reason if completion.strip() else "failed: empty completion"
         per_task[task.task_id].append({"passed": passed, "result": reason, "finish": gen["finish_reason"],
                                        "tokens": len(gen["tokens"])})
-    ks = [k for k in (1, 10, 100) if k <= plan.samples_per_task]
-    scores = he.pass_at_k(by_task, ks)
-    return {**scores, "tasks": n_tasks, "samples": len(completions),
+    return {**he.pass_at_k(by_task, (1, 10, 100)), "tasks": n_tasks, "samples": len(completions),
             "passed": sum(sum(v) for v in by_task.values()),
             "cut_at_max_tokens": sum(1 for _, _, g in completions if g["finish_reason"] == "length"),
             "per_task": {tid: (v[0] if len(v) == 1 else v) for tid, v in per_task.items()}}
@@ -262,8 +260,7 @@ def score_samples(path: Path, limits: Limits = Limits(), *, progress: ProgressFn
     by_task: dict[str, list[bool]] = defaultdict(list)
     for s, o in zip(samples, outcomes):
         by_task[s.task_id].append(o.passed)
-    ks = [k for k in (1, 10, 100) if all(len(v) >= k for v in by_task.values())]
-    return {**he.pass_at_k(by_task, ks), "tasks": len(by_task), "samples": len(samples),
+    return {**he.pass_at_k(by_task, (1, 10, 100)), "tasks": len(by_task), "samples": len(samples),
             "passed": sum(o.passed for o in outcomes), "dataset_sha256": he.dataset_sha256(),
             "per_sample": [{"line": s.line, "task_id": s.task_id, "passed": o.passed, "result": o.reason}
                            for s, o in zip(samples, outcomes)]}

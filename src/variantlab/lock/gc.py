@@ -65,12 +65,14 @@ def collect(gc_plan: GcPlan, store: Store | None = None) -> list[str]:
     removed = []
     with store.locked():
         still_pinned = {pin.sha256 for lock in known_lockfiles() if lock.exists() for pin in read_lock(lock).roles.values()}
-        for sha, names in gc_plan.remove.items():
+        names_by_sha: dict[str, list[str]] = {}
+        for m in store.manifests():  # read again under the lock: names may have come since the plan
+            names_by_sha.setdefault(m.sha256, []).append(m.name)
+        for sha in gc_plan.remove:
             if sha in still_pinned:
                 continue  # pinned since the plan was made
-            for m in store.manifests():
-                if m.sha256 == sha:
-                    store.manifest_path(m.name).unlink(missing_ok=True)
+            for name in names_by_sha.get(sha, []):
+                store.manifest_path(name).unlink(missing_ok=True)
             blob = store.blob_path(sha)
             if blob.exists():
                 blob.chmod(0o644)

@@ -135,35 +135,41 @@ def write_lock(lock_path: Path, state: LockState) -> None:
     atomic_write_text(lock_path, HEADER + tomli_w.dumps(body))
 
 
+def _history_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The history file's entries as JSON objects and its count of lines, read once; a last line
+    cut by a kill is dropped."""
+    if not path.exists():
+        return [], 0
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # the change this line began never took effect
+            raise LockError(f"{path}:{number}: not JSON", hint="restore the history file from version control") from None
+    return records, len(lines)
+
+
 def read_history(lock_path: Path, upto: int | None = None) -> list[HistoryEntry]:
     """Every committed change, oldest first (entries above the lockfile's revision never took effect)."""
-    path = history_path(lock_path)
-    if not path.exists():
+    records, _ = _history_records(history_path(lock_path))
+    if not records:
         return []
     limit = read_lock(lock_path).revision if upto is None else upto
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(path.read_text(encoding="utf-8").splitlines()):
-                break  # a last line cut by a kill: the change it began never took effect
-            raise LockError(f"{path}:{number}: not JSON", hint="restore the history file from version control") from None
-        if d["revision"] > limit:
-            continue
-        entries.append(HistoryEntry(d["revision"], d["at"], d["user"], d["action"], d["role"], d["message"],
-                                    Pin.from_dict(d["role"], d["before"]) if d["before"] else None,
-                                    Pin.from_dict(d["role"], d["after"]) if d["after"] else None))
-    return entries
+    return [HistoryEntry(d["revision"], d["at"], d["user"], d["action"], d["role"], d["message"],
+                         Pin.from_dict(d["role"], d["before"]) if d["before"] else None,
+                         Pin.from_dict(d["role"], d["after"]) if d["after"] else None)
+            for d in records if d["revision"] <= limit]
 
 
 def append_history(lock_path: Path, entry: HistoryEntry) -> None:
     """Add one entry durably, first dropping entries of changes that never took effect."""
     path = history_path(lock_path)
-    kept = [e.to_json() for e in read_history(lock_path, upto=entry.revision - 1)]
-    if path.exists() and len(kept) != sum(1 for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()):
+    records, line_count = _history_records(path)
+    kept = [json.dumps(d, sort_keys=True) for d in records if d["revision"] < entry.revision]
+    if len(kept) != line_count:
         atomic_write_text(path, "".join(line + "\n" for line in kept))
     with open(path, "a", encoding="utf-8") as f:
         f.write(entry.to_json() + "\n")

@@ -45,19 +45,17 @@ def _user() -> str:
 
 def headline_results(db: ResultsDB, sha256: str) -> dict[str, Any]:
     """The latest successful figures recorded for a file: HumanEval, infill, KLD, speed."""
+    headline = {"humaneval": "pass@1", "infill": "pass@1", "kld": "mean_kld", "bench": "gen_tokens_per_s"}
     found: dict[str, Any] = {}
+    seen: set[str] = set()
     for run in db.runs(model_sha256=sha256, limit=200):  # newest first
-        if run.status != "ok":
-            continue
         key = run.suite or run.kind
-        if key in found.get("_seen", set()):
+        figure = headline.get(key)
+        if run.status != "ok" or key in seen or figure not in run.metrics or run.metrics[figure].median is None:
             continue
-        figure = {"humaneval": "pass@1", "infill": "pass@1", "kld": "mean_kld", "bench": "gen_tokens_per_s"}.get(key)
-        if figure and figure in run.metrics and run.metrics[figure].median is not None:
-            found[f"{key} {figure}"] = round(float(run.metrics[figure].median), 6)
-            found[f"{key} run"] = run.id
-            found.setdefault("_seen", set()).add(key)
-    found.pop("_seen", None)
+        found[f"{key} {figure}"] = round(float(run.metrics[figure].median), 6)
+        found[f"{key} run"] = run.id
+        seen.add(key)
     return found
 
 
