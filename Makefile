@@ -1,5 +1,6 @@
-# `make run`: create .venv, install everything, fetch the default model, run the main job on it
-# (today: inspect it, fit it at 8192 tokens, pick chat variants for this machine).
+# `make run`: create .venv, install everything, fetch the default model, run the main job on it:
+# the quick quantization ladder (Q2_K … Q8_0 made from an F16 dequantized from the shipped
+# Q4_K_M; each rung fitted, benched, scored on HumanEval and KL-divergence), then the report.
 # `make test`: the whole test suite (installs first when needed). .ci/run calls it.
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ DEFAULT_MODEL := qwen2.5-coder-0.5b-instruct:q4_k_m
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test install model
+.PHONY: run test install model browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +27,16 @@ model: install
 
 run: model
 	$(VL) inspect $(DEFAULT_MODEL)
-	$(VL) fit $(DEFAULT_MODEL) --ctx 8192
-	$(VL) pick --task chat
+	$(VL) ladder $(DEFAULT_MODEL) --suite quick --task chat --ctx 8192
+	$(VL) report --html variantlab-report.html
+
+# The report test renders the page in Debian's headless Chromium (not on a fresh machine).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; }
 
 # pytest exits 5 when it selects no test: say so instead of failing obscurely.
-test: model
+test: model browser
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest selected no tests"; exit 0; fi; exit $$rc

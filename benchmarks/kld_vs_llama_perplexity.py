@@ -23,19 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_cpp_tools import ensure_tools  # noqa: E402
 
 from variantlab.engine import default_threads  # noqa: E402
-from variantlab.errors import UnknownModelError  # noqa: E402
 from variantlab.eval.kld import KldPlan, corpus, evaluate_kld  # noqa: E402
-from variantlab.quantize import dequantize, derived_name, quantize  # noqa: E402
+from variantlab.quantize import dequantize, quantize  # noqa: E402
 from variantlab.results import ResultsDB  # noqa: E402
 from variantlab.store import Store, default_model_name  # noqa: E402
-
-
-def stored(store: Store, name: str) -> bool:
-    try:
-        store.resolve(name)
-        return True
-    except UnknownModelError:
-        return False
 
 
 def llama_perplexity(binary: Path, model: Path, corpus_file: Path, base: Path, ctx: int, chunks: int,
@@ -66,15 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     store = Store()
     source = default_model_name()
-    reference = derived_name(source, "f16")
-    if not stored(store, reference):
-        dequantize(source, "f16", store=store)
-    models = [source]
-    for t in [t for t in args.types.split(",") if t]:
-        name = f"{source.rpartition(':')[0]}:{t.lower()}-from-f16"
-        if not stored(store, name):
-            quantize(reference, t, store=store, name=name)
-        models.append(name)
+    reference = dequantize(source, "f16", store=store).name  # reused when made before
+    models = [source] + [quantize(reference, t, store=store).name for t in args.types.split(",") if t]
     binary = ensure_tools() / "llama-perplexity"
     threads = default_threads()
     rows = []

@@ -9,15 +9,19 @@ once with the offset and the problem.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
 
+from . import config
 from .errors import ModelFileError
 from .knowledge import load_data
 from .knowledge.quant_rules import layer_of
@@ -181,7 +185,37 @@ def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
 
 
 def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
-    """Read the header and tensor table of a GGUF model (no tensor data is loaded)."""
+    """Read the header and tensor table of a GGUF model (no tensor data is loaded).
+
+    Parsing a 150k-token vocabulary costs seconds, and every command reads the same few
+    files, so a successful read is cached under the file's identity (path, size, mtime,
+    inode): any change to the file is a new key.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return _read_model_file(p)  # missing: the reader says so in its own words
+    key = hashlib.sha1(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+    cache = config.home() / "cache" / "modelfile" / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return _from_record(json.loads(cache.read_text()), p)
+    found = _read_model_file(p)
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({k: v for k, v in asdict(found).items() if k != "path"}))
+        tmp.replace(cache)
+    return found
+
+
+def _from_record(data: dict[str, Any], path: Path) -> ModelFile:
+    data["tensor_types"] = [TensorTypeShare(**t) for t in data["tensor_types"]]
+    data["tensors"] = [TensorEntry(t["name"], t["type"], tuple(t["dims"]), t["n_bytes"]) for t in data["tensors"]]
+    return ModelFile(path=path, **data)
+
+
+def _read_model_file(path: str | os.PathLike[str]) -> ModelFile:
     reader = open_reader(path)
     p = Path(path)
     arch = _scalar(reader, "general.architecture")

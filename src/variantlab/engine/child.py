@@ -32,10 +32,11 @@ def _peak_rss_bytes() -> int:
 class _Service:
     """What the child can be asked to do. Each method returns plain data (picklable)."""
 
-    def __init__(self, engine: LlamaEngine, model_path: str, notify: Any) -> None:
+    def __init__(self, engine: LlamaEngine, model_path: str, conn: Any) -> None:
         self.engine = engine
         self.model_path = model_path
-        self.notify = notify  # sends a progress message to the parent before the reply
+        self.conn = conn
+        self.notify = lambda payload: conn.send(("progress", payload))  # a progress message before the reply
 
     def info(self) -> dict[str, Any]:
         e = self.engine
@@ -77,6 +78,12 @@ class _Service:
     def score_chunk(self, tokens: list[int], first: int, top_k: int = 0, ref_ids: Any = None) -> dict[str, Any]:
         return self.engine.score_chunk(tokens, first, top_k, ref_ids)
 
+    def serve_loop(self, slots: int) -> None:
+        """Serve requests the parent streams in (see serving.py) until it sends "stop"."""
+        from .serving import serve_loop
+
+        serve_loop(self.engine, self.conn.poll, self.conn.recv, self.conn.send, slots)
+
     def bos(self) -> int | None:
         return self.engine.bos()
 
@@ -108,7 +115,7 @@ def _child_main(conn: Any, model_path: str, settings: dict[str, Any]) -> None:
     except VariantlabError as exc:
         conn.send(("error", type(exc).__name__, exc.message))
         return
-    service = _Service(engine, model_path, lambda payload: conn.send(("progress", payload)))
+    service = _Service(engine, model_path, conn)
     conn.send(("ready", engine.load_s))
     while True:
         try:
@@ -172,6 +179,20 @@ class EngineProcess:
         if reply[0] == "error":
             raise EngineError(reply[2])
         return reply[1]
+
+    def post(self, method: str, **kwargs: Any) -> None:
+        """Start ``method`` in the child without waiting for its reply (a long-running loop)."""
+        self.post_raw((method, kwargs))
+
+    def post_raw(self, message: Any) -> None:
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, OSError):
+            raise self._crashed("sending a request") from None
+
+    def receive_raw(self) -> Any:
+        """The child's next message, waiting as long as it takes; EngineCrashed if it died."""
+        return self._receive(None, during="serving")
 
     def _receive(self, timeout: float | None, during: str) -> Any:
         if not self._conn.poll(timeout):

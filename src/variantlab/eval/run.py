@@ -31,6 +31,8 @@ from . import infill
 from .sandbox import Limits, Outcome, canary_check, run_programs
 
 SUITES = ("humaneval", "infill", "kld")
+SUBSETS = ("all", "quick")
+QUICK_PROBLEMS = 20  # HumanEval problems in the stratified "quick" subset (see humaneval.stratified)
 # Each sequence's share of the context holds a prompt of up to this many tokens plus the output
 # (the longest HumanEval prompt is about 600 tokens in a chat template).
 PROMPT_TOKENS_MAX = 1024
@@ -42,6 +44,7 @@ class EvalPlan:
 
     suite: str = "humaneval"
     limit: int | None = None
+    subset: str = "all"  # "quick": the fixed stratified HumanEval subset (ladder --suite quick)
     samples_per_task: int = 1
     temperature: float = 0.0
     max_tokens: int = 512
@@ -53,6 +56,10 @@ class EvalPlan:
     def checked(self) -> EvalPlan:
         if self.suite not in SUITES:
             raise UsageError(f"unknown suite {self.suite!r}", hint=f"use one of {', '.join(SUITES)}")
+        if self.subset not in SUBSETS:
+            raise UsageError(f"unknown subset {self.subset!r}", hint=f"use one of {', '.join(SUBSETS)}")
+        if self.subset == "quick" and (self.limit is not None or self.suite != "humaneval"):
+            raise UsageError("--subset quick is a fixed HumanEval subset", hint="do not combine it with --limit or another suite")
         if not 1 <= self.samples_per_task <= 1000:
             raise UsageError(f"--samples-per-task {self.samples_per_task} is out of range", hint="use 1 to 1000")
         if self.samples_per_task > 1 and self.temperature <= 0:
@@ -129,7 +136,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
         raise UsageError("the kld suite needs a reference model", hint="use evaluate_kld (CLI: --reference MODEL)")
     resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash)
     info = read_model_file(resolved.path)
-    problems = he.select(plan.limit)
+    problems = he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
     good, wrong = infill.canary_programs(plan.limit) if plan.suite == "infill" else he.canary_programs(problems)
     progress("sandbox canary", 0, 1)
     canary_check(good, wrong, plan.limits)
@@ -164,7 +171,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
 
 def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
     suite_version = infill.SUITE_VERSION if plan.suite == "infill" else he.SUITE_VERSION
-    settings = {**plan.settings.to_dict(), "limit": plan.limit, "samples_per_task": plan.samples_per_task,
+    settings = {**plan.settings.to_dict(), "limit": plan.limit, "subset": plan.subset, "samples_per_task": plan.samples_per_task,
                 "temperature": plan.temperature, "max_tokens": plan.max_tokens, "parallel": plan.parallel,
                 "timeout_s": plan.limits.timeout_s, "memory_bytes": plan.limits.memory_bytes}
     return Run(kind="eval", model=resolved.label, backend="llama.cpp", settings=settings, hardware=machine_facts(),

@@ -108,3 +108,8 @@ def ladder() -> list[FileType]:
     """The default ladder rungs, lowest precision first."""
     rungs = [ft for ft in file_types().values() if ft.ladder_rank is not None]
     return sorted(rungs, key=lambda ft: ft.ladder_rank or 0)
+
+
+def quick_ladder() -> list[FileType]:
+    """The rungs of a quick ladder: one per precision level, lowest first."""
+    return [file_type(name) for name in load_data("file_types.toml")["ladder_quick"]]

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from .. import config
@@ -43,6 +44,7 @@ class Manifest:
     file_type: str | None
     added_at: str
     revision: str | None = None
+    lineage: dict[str, Any] | None = None  # for a file variantlab made: what from, how, with which llama.cpp
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -172,20 +174,27 @@ class Store:
         sha256: str | None = None,
         expected_sha256: str | None = None,
         revision: str | None = None,
+        lineage: dict[str, Any] | None = None,
+        file_type: str | None = None,
         progress: ProgressFn = no_progress,
     ) -> Manifest:
         """Check a fully written staging file and register it under ``name``.
 
         Refuses (registering nothing) when the hash differs from ``expected_sha256`` or the
-        file is not a readable GGUF model.
+        file is not a readable GGUF model. A file that llama.cpp itself just wrote may give its
+        ``file_type`` instead: only its magic is checked (reading a 150k-token vocabulary
+        costs seconds that a quantization to compare with llama-quantize cannot spare).
         """
         digest = sha256 or sha256_file(staged, progress)
         if expected_sha256 and digest != expected_sha256.lower():
             raise IntegrityError(f"model {name!r} ({file_name})", expected_sha256.lower(), digest)
-        try:
-            info = read_model_file(staged)
-        except ModelFileError as exc:  # name the source, not the staging file
-            raise ModelFileError(source, exc.problem, hint="nothing was registered") from None
+        if file_type is None:
+            try:
+                file_type = read_model_file(staged).file_type
+            except ModelFileError as exc:  # name the source, not the staging file
+                raise ModelFileError(source, exc.problem, hint="nothing was registered") from None
+        elif _magic(staged) != b"GGUF":
+            raise ModelFileError(source, "the written file is not GGUF", hint="nothing was registered")
         blob = self.blob_path(digest)
         if blob.is_file():
             staged.unlink()
@@ -198,9 +207,10 @@ class Store:
             file_name=file_name,
             size=blob.stat().st_size,
             sha256=digest,
-            file_type=info.file_type,
+            file_type=file_type,
             added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             revision=revision,
+            lineage=lineage,
         )
         atomic_write_text(self.manifest_path(name), json.dumps(manifest.to_dict(), indent=2) + "\n")
         return manifest
@@ -227,6 +237,11 @@ class Store:
             known = [m.name for m in self.manifests()]
             raise UnknownModelError(name, difflib.get_close_matches(name, known, n=3, cutoff=0.4))
         return manifest
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(4)
 
 
 def _looks_like_path(ref: str) -> bool:

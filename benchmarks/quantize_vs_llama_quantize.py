@@ -1,0 +1,119 @@
+"""`variantlab quantize` against llama.cpp's `llama-quantize` on the same source, type and threads.
+
+Both are whole commands timed from the outside, interleaved round by round (the machine is
+noisy: compare ratios measured side by side). variantlab's time includes its start-up, the
+plan, the store's sha256 of the output and the registration; llama-quantize's does not hash.
+"llama.cpp step" is the time of the quantizer call inside variantlab (its child process
+included), without start-up and hashing. The outputs are compared byte for byte (sha256). variantlab runs in a throw-away store that
+holds the source, and each output is removed after its round so it is really made again.
+
+    .venv/bin/python benchmarks/quantize_vs_llama_quantize.py [--source NAME] [--types Q4_K_M,Q8_0] [--rounds 3] [--json]
+
+The default source is the default model dequantized to F16 (made first if needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_cpp_tools import ensure_tools  # noqa: E402
+
+from variantlab.engine import default_threads  # noqa: E402
+from variantlab.quantize import dequantize  # noqa: E402
+from variantlab.store import Store, default_model_name  # noqa: E402
+
+VARIANTLAB = str(Path(sys.executable).with_name("variantlab"))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({out.returncode}): {out.stderr[-500:]}")
+    return seconds, out.stdout
+
+
+def run_variantlab(home: Path, source: str, ftype: str, threads: int) -> tuple[float, float, Path, str]:
+    """The whole command's time, the llama.cpp step's time inside it, the output blob, its name."""
+    env = {**os.environ, "VARIANTLAB_HOME": str(home)}
+    seconds, stdout = timed([VARIANTLAB, "quantize", source, "--types", ftype, "--threads", str(threads), "--json"], env)
+    manifest = json.loads(stdout)["outputs"][0]
+    blob = home / "blobs" / "sha256" / manifest["sha256"]
+    return seconds, manifest["quantize_s"], blob, manifest["name"]
+
+
+def forget(home: Path, blob: Path, name: str) -> None:
+    """Remove an output so the next round makes it again (the store would reuse it)."""
+    store = Store(home)
+    store.manifest_path(name).unlink()
+    blob.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=None, help="store name of an F16/F32 model (default: the default model dequantized)")
+    parser.add_argument("--types", default="Q2_K,Q4_K_M,Q8_0")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    source = Store().resolve(args.source or dequantize(default_model_name(), "f16").name)
+    binary = ensure_tools() / "llama-quantize"
+    threads = default_threads()
+    rows = []
+    with tempfile.TemporaryDirectory(dir=Store().root) as tmp:
+        home = Path(tmp) / "home"
+        subprocess.run([VARIANTLAB, "models", "fetch", f"file:{source.path}", "--name", "source"], check=True,
+                       capture_output=True, env={**os.environ, "VARIANTLAB_HOME": str(home)})
+        subprocess.run([VARIANTLAB, "quantize", "source", "--types", "Q8_0", "--dry-run"], check=True,
+                       capture_output=True, env={**os.environ, "VARIANTLAB_HOME": str(home)})  # warm the header cache
+        for ftype in [t for t in args.types.split(",") if t]:
+            ours, step, theirs, same = [], [], [], []
+            for _ in range(args.rounds):
+                out = Path(tmp) / f"llama-quantize.{ftype}.gguf"
+                seconds, _ = timed([str(binary), str(source.path), str(out), ftype, str(threads)])
+                theirs.append(seconds)
+                seconds, step_s, blob, name = run_variantlab(home, "source", ftype, threads)
+                ours.append(seconds)
+                step.append(step_s)
+                same.append(sha256(out) == sha256(blob))
+                forget(home, blob, name)
+                out.unlink()
+            rows.append({"type": ftype, "llama_quantize_s": statistics.median(theirs),
+                         "variantlab_s": statistics.median(ours),
+                         "ratio": statistics.median(o / t for o, t in zip(ours, theirs)),
+                         "variantlab_step_s": statistics.median(step),
+                         "step_ratio": statistics.median(s / t for s, t in zip(step, theirs)),
+                         "byte_identical": all(same), "rounds": args.rounds,
+                         "each_llama_quantize_s": theirs, "each_variantlab_s": ours})
+    result = {"source": source.label, "threads": threads, "rows": rows}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"source {source.label}, {threads} threads, median of {args.rounds} interleaved rounds")
+    print(f"{'type':8} {'llama-quantize s':>17} {'variantlab s':>13} {'ratio':>6} {'llama.cpp step s':>17} {'ratio':>6}  byte-identical")
+    for r in rows:
+        print(f"{r['type']:8} {r['llama_quantize_s']:17.2f} {r['variantlab_s']:13.2f} {r['ratio']:6.3f} "
+              f"{r['variantlab_step_s']:17.2f} {r['step_ratio']:6.3f}  {r['byte_identical']}")
+
+
+if __name__ == "__main__":
+    main()

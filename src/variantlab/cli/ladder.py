@@ -1,0 +1,69 @@
+"""`variantlab ladder` (the variation table, measured) and `variantlab report` (it as an HTML page)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..ladder import LadderPlan, latest_ladder, run_ladder
+from ..report import TABLE_HEADERS, table_rows, write_report
+from ..results import ResultsDB
+from .output import gib_option_bytes, print_json, progress_bars, split_list, stdout_console
+
+
+def ladder(
+    model: Annotated[str, typer.Argument(help="Store name or .gguf path: an F16/F32 model, or a quantized one (dequantized to F16 first; every row says so).")],
+    types: Annotated[Optional[str], typer.Option(help="Comma-separated rungs (default: the suite's: quick Q2_K,Q3_K_S,Q4_K_M,Q5_K_M,Q6_K,Q8_0; full all ten K-quant rungs).")] = None,
+    task: Annotated[str, typer.Option(help="chat, complete, python (HumanEval) or infill (the infill suite).")] = "chat",
+    ctx: Annotated[int, typer.Option(help="Context length the memory column and the fit verdict are for.")] = 4096,
+    suite: Annotated[str, typer.Option(help="quick (20 stratified HumanEval problems, 3 bench reps, 8 KLD chunks) or full (164, 5, 20).")] = "quick",
+    mem: Annotated[Optional[float], typer.Option(help="Memory budget in GiB (default: RAM available now).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="The whole table, picks and rules as JSON on stdout.")] = False,
+) -> None:
+    """Quantize MODEL to each rung, measure each (fit, bench, accuracy, KLD), print the variation table and the picks.
+
+    Everything goes to the results database; run it again after an interruption and the
+    finished measurements are reused. `variantlab report` turns the table into an HTML page.
+    """
+    plan = LadderPlan(model, tuple(split_list(types)) if types else (), task, ctx, suite, gib_option_bytes(mem), threads)
+    with progress_bars() as progress:
+        result = run_ladder(plan, progress=progress)
+    if json_out:
+        print_json(result)
+    else:
+        render(result)
+
+
+def render(result: dict[str, Any]) -> None:
+    table = Table(*TABLE_HEADERS, title=f"variation table: {result['source']} — task {result['task']}, "
+                                        f"ctx {result['ctx']}, suite {result['suite']} (ladder run {result['run_id']})")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console = stdout_console(min_width=140)
+    console.print(table)
+    console.print(f"rungs: {'; '.join(sorted({r['lineage'] for r in result['rows']}))}; "
+                  f"KLD against {result['reference']}")
+    for tier, pick in result["picks"].items():
+        console.print(f"[bold]{tier}[/bold]: " + (f"{pick['file_type']} ({pick['model']}): {pick['reason']}" if pick else "nothing fits"))
+    console.print("rules:")
+    for rule in result["rules"]:
+        console.print(f"  - {rule}")
+
+
+def report(
+    html_file: Annotated[Path, typer.Option("--html", help="Where to write the page; the chart goes beside it as .png.")] = Path("variantlab-report.html"),
+    run: Annotated[Optional[int], typer.Option(help="The ladder run to report (default: the newest).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="The paths written, as JSON.")] = False,
+) -> None:
+    """Write the newest ladder's variation table, Pareto chart, picks and machine as a self-contained HTML page."""
+    with ResultsDB() as db:
+        result = latest_ladder(db, run)
+    page, png = write_report(result, html_file)
+    if json_out:
+        print_json({"html": str(page), "png": str(png), "ladder_run": result["run_id"]})
+    else:
+        stdout_console().print(f"report: {page} (chart: {png}), ladder run {result['run_id']}")

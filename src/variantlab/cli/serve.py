@@ -1,0 +1,38 @@
+"""`variantlab serve`: the pinned model as an OpenAI-compatible server, with llama-server's /infill."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ..serve import ServeConfig, create_app, start
+
+
+def serve(
+    model: Annotated[Optional[str], typer.Argument(help="A role of variantlab.lock (its pinned, hash-checked file), a store name or a .gguf path; default: the lock's only role.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; the default serves this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    parallel: Annotated[int, typer.Option(help="Requests decoded together in one batch; more wait in a queue.")] = 4,
+    ctx: Annotated[int, typer.Option(help="Context tokens per request (prompt + output).")] = 4096,
+    max_tokens_cap: Annotated[int, typer.Option(help="Most tokens one request may generate; the default when a request gives none.")] = 512,
+    api_key: Annotated[Optional[str], typer.Option(envvar="VARIANTLAB_API_KEY", help="Require Authorization: Bearer KEY on every route but /health.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
+) -> None:
+    """Serve MODEL: /v1/models, /v1/completions, /v1/chat/completions (streaming), /infill, /health, /metrics."""
+    import uvicorn
+
+    config = ServeConfig(host=host, port=port, parallel=parallel, ctx=ctx, max_tokens_cap=max_tokens_cap,
+                         api_key=api_key, threads=threads)
+    served = start(model, config)
+    try:
+        m = served.resolved.manifest
+        print(f"variantlab serve: {served.model_id} = {served.resolved.path}"
+              + (f" (sha256 {m.sha256} verified)" if m else "")
+              + (f", role {served.role!r} of the lock" if served.role else "")
+              + f"; {parallel} parallel, {ctx} context tokens each, max_tokens cap {max_tokens_cap}"
+              + f", API key {'required' if api_key else 'off'}; http://{host}:{port}/v1", file=sys.stderr, flush=True)
+        uvicorn.run(create_app(served), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        served.engine.close()

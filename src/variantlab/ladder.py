@@ -1,0 +1,299 @@
+"""`ladder`: quantize a model to each rung and measure every rung the same way, on this machine.
+
+For each rung: make it (llama.cpp's quantizer, from the F16/F32 reference; a quantized source
+is first dequantized to F16 and every row says so), then ``fit`` at the context, ``bench``,
+HumanEval (or the infill suite) and KL-divergence against the reference: the same library
+calls, with the same settings, as the separate commands. Every measurement goes into the
+results database; a rung whose measurement is already there (same file by sha256, same
+settings) is not measured again, which is how an interrupted ladder resumes. The three picks
+follow the rules in ``data/ladder.toml``, and the rules are returned with the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import __version__
+from .bench import BenchPlan, bench_models
+from .engine import EngineSettings
+from .errors import UsageError
+from .eval.kld import KldPlan, evaluate_kld
+from .eval.run import EvalPlan, evaluate
+from .fit import FitRequest, fit
+from .hardware import machine_facts, profile
+from .knowledge import load_data
+from .knowledge.quants import file_type, ladder as full_ladder, quick_ladder
+from .modelfile import read_model_file
+from .quantize import FLOAT_TYPES, Rung, dequantize, plan_quantize, run_quantize
+from .results import ResultsDB, Run
+from .store import Manifest, Store
+from .store.files import ProgressFn, no_progress
+
+SUITES = ("quick", "full")
+TASKS = ("chat", "complete", "infill", "python")
+STEPS = ("make", "fit", "bench", "accuracy", "kld")
+
+
+@dataclass(frozen=True)
+class LadderPlan:
+    """Which model, which rungs, for which task, at which context, how thoroughly, in how much memory."""
+
+    source: str
+    types: tuple[str, ...] = ()  # empty: the suite's rungs
+    task: str = "chat"
+    ctx: int = 4096
+    suite: str = "quick"
+    ram_bytes: int | None = None  # None: the RAM available now
+    threads: int | None = None
+
+    def checked(self) -> LadderPlan:
+        if self.suite not in SUITES:
+            raise UsageError(f"unknown suite {self.suite!r}", hint=f"use {' or '.join(SUITES)}")
+        if self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(TASKS)}")
+        FitRequest(ctx=self.ctx, ram_bytes=self.ram_bytes).checked()
+        rungs = self.types or tuple(ft.name for ft in (quick_ladder() if self.suite == "quick" else full_ladder()))
+        return replace(self, types=tuple(file_type(t).name for t in rungs))
+
+    @property
+    def accuracy_suite(self) -> str:
+        return "infill" if self.task == "infill" else "humaneval"
+
+
+def suite_settings(suite: str) -> dict[str, Any]:
+    return load_data("ladder.toml")["suite"][suite]
+
+
+def pick_rules() -> dict[str, Any]:
+    return load_data("ladder.toml")["picks"]
+
+
+# -- running -----------------------------------------------------------------------------------
+
+def run_ladder(plan: LadderPlan, *, store: Store | None = None, db: ResultsDB | None = None,
+               progress: ProgressFn = no_progress) -> dict[str, Any]:
+    """Make and measure every rung (reusing what is already measured), pick, record, return the table."""
+    plan = plan.checked()
+    store = store or Store()
+    source = store.resolve(plan.source)
+    source_type = read_model_file(source.path).file_type
+    reference = _reference(plan.source, source_type, store, progress)
+    qplan = plan_quantize(reference.name, list(plan.types), threads=plan.threads, store=store)  # disk checked here
+    total = len(qplan.rungs) * len(STEPS)
+    with ResultsDB() if db is None else contextlib.nullcontext(db) as results:
+        rows = []
+        for i, rung in enumerate(qplan.rungs):
+            def step(k: int, what: str, i: int = i, rung: Rung = rung) -> None:
+                progress(f"ladder: {rung.file_type} ({i + 1}/{len(qplan.rungs)}) {what}", i * len(STEPS) + k, total)
+            step(0, "make")
+            made = run_quantize(replace(qplan, rungs=[rung]), store=store, progress=progress)[0].manifest
+            rows.append(_measure_rung(plan, made, reference, store, results, progress, step))
+        progress(f"ladder: {len(rows)} rungs measured", total, total)
+        result = _result(plan, source.label, source_type, reference, rows)
+        result["run_id"] = _record(results, plan, source, result)
+    return result
+
+
+def _reference(ref: str, source_type: str | None, store: Store, progress: ProgressFn) -> Manifest:
+    """The float file the rungs are quantized from and compared with (dequantized if need be)."""
+    if source_type in FLOAT_TYPES:
+        resolved = store.resolve(ref)
+        if resolved.manifest is None:
+            raise UsageError(f"{ref} is not in the store", hint=f"run `variantlab models fetch file:{ref}` first")
+        return resolved.manifest
+    return dequantize(ref, "f16", store=store, progress=progress)
+
+
+def _measure_rung(plan: LadderPlan, made: Manifest, reference: Manifest, store: Store, db: ResultsDB,
+                  progress: ProgressFn, step: Callable[[int, str], None]) -> dict[str, Any]:
+    settings = suite_settings(plan.suite)
+    step(1, "fit")
+    est = fit(made.name, FitRequest(ctx=plan.ctx, ram_bytes=plan.ram_bytes), store)
+    step(2, "bench")
+    bench_run = _bench(made, settings, plan, store, db, progress)
+    step(3, plan.accuracy_suite)
+    eval_run = _accuracy(made, settings, plan, store, db, progress)
+    step(4, "kld")
+    kld_run = _kld(made, reference, settings, plan, store, db, progress)
+    return _row(made, est.to_dict(), bench_run, eval_run, kld_run)
+
+
+def bench_plan(settings: dict[str, Any], threads: int | None) -> BenchPlan:
+    return BenchPlan(n_prompt=settings["bench_prompt"], n_gen=settings["bench_gen"], reps=settings["bench_reps"],
+                     settings=EngineSettings(n_threads=threads))
+
+
+def eval_plan(settings: dict[str, Any], suite: str, threads: int | None) -> EvalPlan:
+    if suite == "infill":
+        return EvalPlan(suite="infill", limit=settings.get("infill_limit"), settings=EngineSettings(n_threads=threads))
+    return EvalPlan(suite="humaneval", subset=settings["humaneval_subset"], settings=EngineSettings(n_threads=threads))
+
+
+def kld_plan(settings: dict[str, Any], threads: int | None) -> KldPlan:
+    return KldPlan(max_chunks=settings["kld_chunks"], settings=EngineSettings(n_threads=threads))
+
+
+def _bench(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store, db: ResultsDB,
+           progress: ProgressFn) -> Run:
+    bplan = bench_plan(settings, plan.threads).checked()
+    want = {"n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps, "n_threads": bplan.settings.n_threads}
+    found = find_run(db, "bench", made.sha256, None, want)
+    if found is None:
+        result = bench_models([made.name], bplan, store=store, db=db, progress=progress)[0]
+        found = db.get(result["run_id"])
+    return found
+
+
+def _accuracy(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store, db: ResultsDB,
+              progress: ProgressFn) -> Run:
+    eplan = eval_plan(settings, plan.accuracy_suite, plan.threads).checked()
+    want = {"limit": eplan.limit, "subset": eplan.subset, "temperature": eplan.temperature,
+            "samples_per_task": eplan.samples_per_task, "max_tokens": eplan.max_tokens}
+    found = find_run(db, "eval", made.sha256, eplan.suite, want)
+    if found is None:
+        found = db.get(evaluate(made.name, eplan, store=store, db=db, progress=progress)["run_id"])
+    return found
+
+
+def _kld(made: Manifest, reference: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store,
+         db: ResultsDB, progress: ProgressFn) -> Run:
+    kplan = kld_plan(settings, plan.threads).checked()
+    want = {"reference_sha256": reference.sha256, "max_chunks": kplan.max_chunks, "top_k": kplan.top_k,
+            "n_ctx": kplan.n_ctx}
+    found = find_run(db, "eval", made.sha256, "kld", want)
+    if found is None:
+        found = db.get(evaluate_kld(made.name, reference.name, kplan, store=store, db=db, progress=progress)["run_id"])
+    return found
+
+
+def find_run(db: ResultsDB, kind: str, sha256: str, suite: str | None, want: dict[str, Any]) -> Run | None:
+    """The newest successful run of this file whose settings match ``want`` (a measurement to reuse)."""
+    for run in db.runs(kind=kind, model_sha256=sha256, limit=1000):
+        if run.status == "ok" and run.suite == suite and all(run.settings.get(k) == v for k, v in want.items()):
+            return run
+    return None
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+def wilson_interval(passed: int, n: int, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval of a pass rate: sound at 0 and n, unlike the normal approximation."""
+    if n == 0:
+        return 0.0, 1.0
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = passed / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _median(run: Run, name: str) -> float | None:
+    metric = run.metrics.get(name)
+    return metric.median if metric else None
+
+
+def _row(made: Manifest, est: dict[str, Any], bench_run: Run, eval_run: Run, kld_run: Run) -> dict[str, Any]:
+    passed, samples = int(_median(eval_run, "passed") or 0), int(_median(eval_run, "samples") or 0)
+    low, high = wilson_interval(passed, samples, pick_rules()["confidence"])
+    lineage = made.lineage or {}
+    return {
+        "file_type": lineage.get("to_type", made.file_type), "model": made.name, "sha256": made.sha256,
+        "lineage": lineage.get("note", made.source), "file_bytes": made.size,
+        "memory_bytes": est["total_bytes"], "fits": est["fits"], "verdict": est["verdict"],
+        "load_s": _median(bench_run, "load_s"), "ttft_s": _median(bench_run, "ttft_s"),
+        "prompt_tokens_per_s": _median(bench_run, "prompt_tokens_per_s"),
+        "gen_tokens_per_s": _median(bench_run, "gen_tokens_per_s"),
+        "pass_at_1": _median(eval_run, "pass@1"), "passed": passed, "problems": samples,
+        "pass_at_1_low": low, "pass_at_1_high": high,
+        "mean_kld": _median(kld_run, "mean_kld"), "same_top_p": _median(kld_run, "same_top_p"),
+        "ppl": _median(kld_run, "ppl"),
+        "runs": {"bench": bench_run.id, "accuracy": eval_run.id, "kld": kld_run.id},
+    }
+
+
+def choose(rows: list[dict[str, Any]], rules: dict[str, Any] | None = None) -> dict[str, dict[str, Any] | None]:
+    """The three picks among the rows that fit; each with the reason it was chosen."""
+    rules = rules or pick_rules()
+    fitting = [r for r in rows if r["fits"]]
+    if not fitting:
+        return {"fastest": None, "balanced": None, "best quality": None}
+    fastest = max(fitting, key=lambda r: (r["gen_tokens_per_s"] or 0, -r["memory_bytes"]))
+    best = max(fitting, key=lambda r: (r["pass_at_1"] or 0, -(r["mean_kld"] or 0), -r["memory_bytes"]))
+    close = [r for r in fitting if r["pass_at_1_high"] >= best["pass_at_1_low"]
+             and r["mean_kld"] is not None and r["mean_kld"] <= rules["balanced_kld_max"]]
+    balanced = min(close, key=lambda r: r["memory_bytes"]) if close else best
+    return {
+        "fastest": {"model": fastest["model"], "file_type": fastest["file_type"],
+                    "reason": f"highest generation speed that fits ({fastest['gen_tokens_per_s']:.1f} tokens/s)"},
+        "balanced": {"model": balanced["model"], "file_type": balanced["file_type"],
+                     "reason": (f"least memory ({balanced['memory_bytes'] / 2**30:.2f} GiB) with pass@1 within the best's "
+                                f"interval and mean KLD {balanced['mean_kld']:.4f} ≤ {rules['balanced_kld_max']}")
+                     if close else "no rung is both close to the best and under the KLD bound: the best quality"},
+        "best quality": {"model": best["model"], "file_type": best["file_type"],
+                         "reason": f"highest pass@1 that fits ({(best['pass_at_1'] or 0):.1%}; ties: lower KLD)"},
+    }
+
+
+def rules_text(plan: LadderPlan, rules: dict[str, Any] | None = None) -> list[str]:
+    rules = rules or pick_rules()
+    budget = "the memory available now" if plan.ram_bytes is None else f"{plan.ram_bytes / 2**30:.1f} GiB"
+    return [
+        f"fits: fit's estimate at {plan.ctx} tokens of context (weights + KV cache + compute) is within {budget}",
+        "fastest: the highest measured generation tokens/s among the rungs that fit",
+        "best quality: the highest pass@1 among the rungs that fit; ties go to the lower mean KLD",
+        f"balanced: the least memory among the rungs that fit whose pass@1 {rules['confidence']:.0%} Wilson interval "
+        f"reaches the best rung's interval and whose mean KLD is at most {rules['balanced_kld_max']} nats; "
+        "if none, the best quality",
+    ]
+
+
+def how_measured(plan: LadderPlan, reference: str) -> dict[str, str]:
+    s = suite_settings(plan.suite)
+    accuracy = (f"infill suite, {s.get('infill_limit') or 'all'} holes" if plan.accuracy_suite == "infill" else
+                "HumanEval, " + ("the fixed stratified 20-problem subset" if s["humaneval_subset"] == "quick" else "all 164 problems"))
+    return {
+        "memory": f"variantlab fit MODEL --ctx {plan.ctx}: weights + KV cache (f16) + compute buffers + overhead",
+        "speed": f"variantlab bench MODEL --prompt {s['bench_prompt']} --gen {s['bench_gen']} --reps {s['bench_reps']}: "
+                 "medians; load time, time to first token, generation tokens/s as llama-bench's tg",
+        "accuracy": f"variantlab eval MODEL: {accuracy}, greedy, programs run in the sandbox; pass@1 with its "
+                    f"{pick_rules()['confidence']:.0%} Wilson interval",
+        "kld": f"variantlab eval MODEL --suite kld --reference {reference} --chunks {s['kld_chunks']}: mean KL-divergence "
+               "per token over chunks of 512 tokens of a fixed stdlib corpus",
+    }
+
+
+def _result(plan: LadderPlan, source: str, source_type: str | None, reference: Manifest,
+            rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "source": source, "source_type": source_type, "reference": reference.name, "reference_sha256": reference.sha256,
+        "reference_note": (reference.lineage or {}).get("note", "original float weights"),
+        "task": plan.task, "ctx": plan.ctx, "suite": plan.suite, "ram_budget_bytes": plan.ram_bytes,
+        "types": list(plan.types), "rows": rows, "picks": choose(rows), "rules": rules_text(plan),
+        "how": how_measured(plan, reference.name), "machine": profile(),
+    }
+
+
+def _record(db: ResultsDB, plan: LadderPlan, source: Any, result: dict[str, Any]) -> int | None:
+    run = Run(kind="ladder", model=source.label, backend="llama.cpp", settings=result,
+              hardware=machine_facts(), variantlab_version=__version__,
+              model_sha256=source.manifest.sha256 if source.manifest else None, suite=plan.suite)
+    db.record(run)
+    return run.id
+
+
+def latest_ladder(db: ResultsDB, run_id: int | None = None) -> dict[str, Any]:
+    """A recorded ladder's table (the newest, or run ``run_id``), for the report."""
+    run = db.get(run_id) if run_id is not None else next(iter(db.runs(kind="ladder", limit=1)), None)
+    if run is None or run.kind != "ladder":
+        raise UsageError("no ladder has been recorded yet" if run_id is None else f"run {run_id} is not a ladder",
+                         hint="run `variantlab ladder MODEL` first")
+    return {**run.settings, "run_id": run.id, "created_at": run.created_at}
+
+
+__all__ = ["LadderPlan", "run_ladder", "choose", "wilson_interval", "latest_ladder", "rules_text"]

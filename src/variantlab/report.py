@@ -1,0 +1,148 @@
+"""`report`: a ladder's variation table as one self-contained HTML page, with its Pareto chart.
+
+The page carries everything inline (styles, the chart as a base64 PNG), so it opens with no
+network and can be mailed or archived as one file. The chart is drawn with matplotlib's
+non-interactive Agg backend; the same PNG is also written beside the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+TIERS = ("fastest", "balanced", "best quality")
+
+
+def pareto_front(points: list[tuple[float, float]], lower_x_better: bool) -> list[int]:
+    """Indexes of the points no other point beats on both axes (y: higher is better)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        beaten = any((ox <= x if lower_x_better else ox >= x) and oy >= y and (ox, oy) != (x, y)
+                     for j, (ox, oy) in enumerate(points) if j != i)
+        if not beaten:
+            front.append(i)
+    return front
+
+
+def chart_png(result: dict[str, Any]) -> bytes:
+    """Accuracy against memory and against speed, the Pareto front drawn, picks marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = [r for r in result["rows"] if r["pass_at_1"] is not None]
+    picked = picks_by_model(result)
+    fig = Figure(figsize=(11, 4.6), dpi=110)
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = ((axes[0], "memory_bytes", "memory at context (GiB)", True, 1 / 2**30),
+              (axes[1], "gen_tokens_per_s", "generation (tokens/s)", False, 1.0))
+    for ax, key, label, lower_better, scale in panels:
+        xs = [r[key] * scale for r in rows]
+        ys = [r["pass_at_1"] * 100 for r in rows]
+        err = [[max(0.0, r["pass_at_1"] - r["pass_at_1_low"]) * 100 for r in rows],
+               [max(0.0, r["pass_at_1_high"] - r["pass_at_1"]) * 100 for r in rows]]
+        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="#bbbbbb", elinewidth=1, capsize=3, zorder=1)
+        colors = ["#2a7ab0" if r["fits"] else "#c0c0c0" for r in rows]
+        ax.scatter(xs, ys, c=colors, s=46, zorder=3)
+        front = sorted(pareto_front(list(zip(xs, ys)), lower_better), key=lambda i: xs[i])
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#e07b39", linewidth=1.5, zorder=2,
+                label="Pareto front")
+        for r, x, y in zip(rows, xs, ys):
+            tag = r["file_type"] + (f"  [{', '.join(picked[r['model']])}]" if r["model"] in picked else "")
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(f"pass@1 (%) on {rows[0]['problems'] if rows else 0} problems, 95% interval")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{result['source']}: accuracy against memory and speed (grey: does not fit)", fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _cell(value: Any, fmt: str, scale: float = 1.0) -> str:
+    return "–" if value is None else format(value * scale, fmt)
+
+
+def picks_by_model(result: dict[str, Any]) -> dict[str, list[str]]:
+    picked: dict[str, list[str]] = {}
+    for tier, p in result["picks"].items():
+        if p:
+            picked.setdefault(p["model"], []).append(tier)
+    return picked
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The variation table as text cells, shared by the terminal table and the HTML page."""
+    picked = picks_by_model(result)
+    out = []
+    for r in result["rows"]:
+        out.append([
+            r["file_type"], _cell(r["file_bytes"], ".0f", 1 / 2**20), _cell(r["memory_bytes"], ".0f", 1 / 2**20),
+            "yes" if r["fits"] else "no", _cell(r["load_s"], ".2f"), _cell(r["ttft_s"], ".3f"),
+            _cell(r["gen_tokens_per_s"], ".1f"),
+            (f"{r['pass_at_1']:.1%} [{r['pass_at_1_low']:.0%}–{r['pass_at_1_high']:.0%}]" if r["pass_at_1"] is not None else "–"),
+            _cell(r["mean_kld"], ".4f"), ", ".join(picked.get(r["model"], [])),
+        ])
+    return out
+
+
+TABLE_HEADERS = ["type", "file MiB", "memory MiB at ctx", "fits", "load s", "TTFT s", "gen tok/s",
+                 "pass@1 [95% CI]", "mean KLD", "pick"]
+
+
+def render_html(result: dict[str, Any], png: bytes) -> str:
+    """The whole page: table, chart, picks, rules, machine, and how each figure was measured."""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in TABLE_HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table_rows(result))
+    picks = "".join(f"<li><b>{e(t)}</b>: {e(p['model'])} ({e(p['file_type'])}): {e(p['reason'])}</li>" if p else
+                    f"<li><b>{e(t)}</b>: nothing fits</li>" for t, p in result["picks"].items())
+    rules = "".join(f"<li>{e(r)}</li>" for r in result["rules"])
+    how = "".join(f"<dt>{e(k)}</dt><dd><code>{e(v)}</code></dd>" for k, v in result["how"].items())
+    m = result["machine"]
+    machine = (f"{m.get('cpu', '?')}, {m.get('physical_cores', '?')} cores, "
+               f"{(m.get('ram_total_bytes') or 0) / 2**30:.1f} GiB RAM, "
+               f"memory bandwidth {(m.get('memory_bandwidth_bytes_per_s') or 0) / 1e9:.1f} GB/s, "
+               f"GPUs: {', '.join(g.get('name', '?') for g in m.get('gpus') or []) or 'none'}")
+    lineage = sorted({r["lineage"] for r in result["rows"]})
+    chart = base64.b64encode(png).decode()
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>variantlab report: {e(result['source'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+th {{ background: #f0f0f0; }} td:first-child, td:last-child {{ text-align: left; }}
+img {{ max-width: 100%; border: 1px solid #eee; }} code {{ font-size: 90%; }}
+</style></head><body>
+<h1>Variation table: {e(result['source'])}</h1>
+<p>Task <b>{e(result['task'])}</b>, context {result['ctx']} tokens, suite <b>{e(result['suite'])}</b>,
+ladder run {result.get('run_id')} ({e(str(result.get('created_at') or ''))}).
+Reference for KL-divergence: {e(result['reference'])} ({e(result['reference_note'])}).</p>
+<p>Lineage of the rungs: {e('; '.join(lineage))}.</p>
+<table id="variation-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>Picks</h2><ul id="picks">{picks}</ul>
+<h2>Rules</h2><ul>{rules}</ul>
+<h2>Accuracy against memory and speed</h2>
+<img id="pareto-chart" alt="Pareto chart of pass@1 against memory and generation speed" src="data:image/png;base64,{chart}">
+<h2>Machine</h2><p id="machine">{e(machine)}</p>
+<h2>How each figure was measured</h2><dl>{how}</dl>
+</body></html>
+"""
+
+
+def write_report(result: dict[str, Any], html_path: Path) -> tuple[Path, Path]:
+    """Write the page and the chart's PNG beside it (same name, .png); return both paths."""
+    png = chart_png(result)
+    png_path = html_path.with_suffix(".png")
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    png_path.write_bytes(png)
+    html_path.write_text(render_html(result, png), encoding="utf-8")
+    return html_path, png_path

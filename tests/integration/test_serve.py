@@ -1,0 +1,218 @@
+"""`variantlab serve` on the real default model, with real clients: the official `openai`
+package for completions, chat and streams, plain HTTP for /infill and for every bad request.
+
+One server for the module (loading takes a second; each test checks it still answers).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, default_model: str, real_store) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("serve-home")
+    env = {**os.environ, "VARIANTLAB_HOME": str(home), "VARIANTLAB_API_KEY": KEY,
+           "VARIANTLAB_LOCKFILE": str(home / "variantlab.lock")}
+    exe = [sys.executable, "-m", "variantlab.cli.app"]
+    source = real_store.resolve(default_model).path
+    subprocess.run([*exe, "models", "fetch", f"file:{source}", "--name", default_model], env=env, check=True, capture_output=True)
+    subprocess.run([*exe, "lock", "add", "chat", default_model], env=env, check=True, capture_output=True)
+    port = free_port()
+    log = home / "serve.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([*exe, "serve", "chat", "--port", str(port), "--parallel", "2", "--ctx", "2048",
+                                 "--max-tokens-cap", "256"], env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.2)
+    yield base
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def client(base: str):
+    import openai
+
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def alive(base: str) -> None:
+    r = httpx.get(f"{base}/health", timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_startup_log_names_the_file_role_and_hash(server: str, tmp_path_factory) -> None:
+    logs = list(Path(tmp_path_factory.getbasetemp()).glob("serve-home*/serve.log"))
+    text = logs[0].read_text()
+    assert "role 'chat'" in text and "verified" in text and "1d9614638d18" in text and "2 parallel" in text
+
+
+def test_openai_client_completions_chat_and_streams(server: str) -> None:
+    oa = client(server)
+    models = oa.models.list()
+    assert [m.id for m in models.data] == ["chat"]
+    done = oa.completions.create(model="chat", prompt="def add(a, b):\n    return", max_tokens=8, temperature=0)
+    assert done.choices[0].text.strip() and done.usage.completion_tokens <= 8
+    answer = oa.chat.completions.create(model="chat", temperature=0, max_tokens=32,
+                                        messages=[{"role": "user", "content": "What is 2 + 3? Answer with the number."}])
+    assert "5" in answer.choices[0].message.content and answer.choices[0].finish_reason in ("stop", "length")
+    pieces = [c.choices[0].delta.content or "" for c in oa.chat.completions.create(
+        model="chat", temperature=0, max_tokens=32, stream=True,
+        messages=[{"role": "user", "content": "What is 2 + 3? Answer with the number."}]) if c.choices]
+    assert len(pieces) > 2 and "".join(pieces) == answer.choices[0].message.content  # same text, streamed
+    streamed = "".join(c.choices[0].text for c in oa.completions.create(
+        model="chat", prompt="def add(a, b):\n    return", max_tokens=8, temperature=0, stream=True))
+    assert streamed == done.choices[0].text
+
+
+def test_stop_strings_are_never_sent(server: str) -> None:
+    oa = client(server)
+    full = oa.completions.create(model="chat", prompt="1, 2, 3, 4,", max_tokens=24, temperature=0).choices[0].text
+    assert " 6" in full
+    cut = oa.completions.create(model="chat", prompt="1, 2, 3, 4,", max_tokens=24, temperature=0, stop=[" 6"])
+    assert cut.choices[0].text == full[: full.index(" 6")] and cut.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].text for c in oa.completions.create(
+        model="chat", prompt="1, 2, 3, 4,", max_tokens=24, temperature=0, stop=[" 6"], stream=True))
+    assert streamed == cut.choices[0].text
+
+
+def test_infill_fills_a_gap_in_a_python_function(server: str) -> None:
+    body = {"input_prefix": "def is_even(n: int) -> bool:\n    return ", "input_suffix": "\n\n\nassert is_even(4)\n",
+            "n_predict": 16, "temperature": 0, "stop": ["\n"]}
+    r = httpx.post(f"{server}/infill", json=body, headers=auth(), timeout=60)
+    assert r.status_code == 200, r.text
+    middle = r.json()["content"]
+    namespace: dict[str, object] = {}
+    exec(body["input_prefix"] + middle + "\n", namespace)  # the model's line, run here: a tiny pure expression
+    assert namespace["is_even"](4) is True and namespace["is_even"](7) is False  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("path, body, status, needle", [
+    ("/v1/completions", b"{not json", 400, "not valid JSON"),
+    ("/v1/completions", {"max_tokens": 5}, 400, "prompt"),
+    ("/v1/completions", {"prompt": 42}, 400, "prompt"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": "5"}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": -1}, 400, "at least 1"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "at least 1"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 10**9}, 400, "cap of 256"),
+    ("/v1/completions", {"prompt": "x", "temperature": -2}, 400, "temperature"),
+    ("/v1/completions", {"prompt": "x", "model": "gpt-4"}, 404, "does not exist"),
+    ("/v1/completions", {"prompt": "word " * 3000, "max_tokens": 4}, 400, "context holds"),
+    ("/v1/chat/completions", {"messages": []}, 400, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
+    ("/infill", {"input_suffix": "x"}, 400, "input_prefix"),
+    ("/infill", {"input_prefix": "x", "n_predict": 100000}, 400, "cap of 256"),
+    ("/v1/nothing", {}, 404, "Not Found"),
+])
+def test_bad_requests_get_4xx_and_the_server_goes_on(server: str, path: str, body, status: int, needle: str) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = httpx.post(f"{server}{path}", content=content, headers={**auth(), "Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert needle in error["message"] and error["type"]
+    alive(server)
+
+
+def test_body_over_the_limit_is_refused(server: str) -> None:
+    r = httpx.post(f"{server}/v1/completions", content=b'{"prompt": "' + b"a" * (2 << 20) + b'"}',
+                   headers={**auth(), "Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and "over" in r.json()["error"]["message"]
+    alive(server)
+
+
+def test_api_key_on_every_route_but_health_and_no_cors(server: str) -> None:
+    for path in ("/v1/models", "/metrics"):
+        assert httpx.get(f"{server}{path}", timeout=5).status_code == 401
+        assert httpx.get(f"{server}{path}", headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    r = httpx.post(f"{server}/v1/completions", json={"prompt": "x"}, timeout=5)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert httpx.get(f"{server}/health", timeout=5).status_code == 200
+    evil = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    pre = httpx.options(f"{server}/v1/completions", headers=evil, timeout=5)
+    got = httpx.get(f"{server}/v1/models", headers={**auth(), "Origin": "http://evil.example"}, timeout=5)
+    assert "access-control-allow-origin" not in pre.headers and "access-control-allow-origin" not in got.headers
+
+
+def _metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics", headers=auth(), timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot(server: str) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    for _ in range(2):  # both slots, each abandoned mid-stream
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        body = json.dumps({"prompt": "Count from 1 to 1000: 1, 2,", "max_tokens": 256, "temperature": 0, "stream": True})
+        conn.request("POST", "/v1/completions", body=body, headers={**auth(), "Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.fp.readline().startswith(b"data: ")
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+    deadline = time.monotonic() + 30
+    while _metric(server, "variantlab_requests_in_flight") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _metric(server, "variantlab_requests_in_flight") == 0
+    quick = client(server).completions.create(model="chat", prompt="x = ", max_tokens=4, temperature=0)
+    assert quick.choices[0].finish_reason in ("length", "stop")
+
+
+def test_a_new_request_never_cuts_another_stream_short(server: str) -> None:
+    oa = client(server)
+    results: dict[str, tuple[str, str | None]] = {}
+
+    def long_stream() -> None:
+        text, reason = "", None
+        for c in oa.completions.create(model="chat", prompt="Count: 1, 2, 3,", max_tokens=120, temperature=0, stream=True):
+            text += c.choices[0].text
+            reason = c.choices[0].finish_reason or reason
+        results["long"] = (text, reason)
+
+    first = threading.Thread(target=long_stream)
+    first.start()
+    time.sleep(1.0)
+    for i in range(3):  # more requests than free slots, while the stream runs
+        oa.completions.create(model="chat", prompt=f"y{i} = ", max_tokens=8, temperature=0)
+    first.join(timeout=120)
+    text, reason = results["long"]
+    alone = oa.completions.create(model="chat", prompt="Count: 1, 2, 3,", max_tokens=120, temperature=0)
+    assert reason == alone.choices[0].finish_reason and text == alone.choices[0].text
+    metrics = httpx.get(f"{server}/metrics", headers=auth(), timeout=5).text
+    assert "variantlab_completion_tokens_total" in metrics and "variantlab_request_seconds_bucket" in metrics
+    assert "variantlab_queue_length" in metrics

@@ -1,0 +1,169 @@
+"""ladder and report without a model: the pick rules against memory and context, the interval,
+the stratified subset, and the HTML page rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from variantlab.errors import UsageError
+from variantlab.eval import humaneval as he
+from variantlab.fit import FitRequest, estimate, network_from_catalog
+from variantlab.knowledge.catalog import find_variant
+from variantlab.ladder import LadderPlan, choose, rules_text, wilson_interval
+from variantlab.report import pareto_front, write_report
+
+GIB = 2**30
+# Measured-looking figures for a 7B ladder: lower rungs faster and less accurate.
+FIGURES = {  # type: (gen tokens/s, pass@1, mean KLD)
+    "Q2_K": (9.0, 0.48, 0.30), "Q3_K_M": (8.0, 0.55, 0.10), "Q4_K_M": (7.0, 0.60, 0.04),
+    "Q5_K_M": (6.0, 0.61, 0.015), "Q6_K": (5.2, 0.62, 0.006), "Q8_0": (4.1, 0.62, 0.001),
+}
+
+
+def rows_at(ctx: int, ram_gib: float, problems: int = 164) -> list[dict[str, Any]]:
+    """Ladder rows whose memory and fit verdict come from the real estimator for Qwen2.5-Coder 7B."""
+    rows = []
+    for ftype, (speed, acc, kld) in FIGURES.items():
+        variant = find_variant(f"qwen2.5-coder:7b-instruct-{ftype.lower()}")
+        est = estimate(network_from_catalog(variant), FitRequest(ctx=ctx, ram_bytes=int(ram_gib * GIB)))
+        passed = round(acc * problems)
+        low, high = wilson_interval(passed, problems, 0.95)
+        rows.append({"file_type": ftype, "model": variant.tag, "memory_bytes": est.total_bytes, "fits": est.fits,
+                     "file_bytes": est.file_bytes, "gen_tokens_per_s": speed, "pass_at_1": passed / problems,
+                     "pass_at_1_low": low, "pass_at_1_high": high, "mean_kld": kld, "passed": passed,
+                     "problems": problems, "load_s": 1.0, "ttft_s": 0.2, "lineage": "quantized from F16"})
+    return rows
+
+
+def picked(rows: list[dict[str, Any]]) -> dict[str, str | None]:
+    return {tier: (p["file_type"] if p else None) for tier, p in choose(rows).items()}
+
+
+def test_picks_with_room_to_spare() -> None:
+    assert picked(rows_at(4096, 64)) == {"fastest": "Q2_K", "balanced": "Q4_K_M", "best quality": "Q6_K"}
+
+
+def test_less_memory_moves_quality_down_and_none_fits_says_so() -> None:
+    roomy = rows_at(4096, 64)
+    tight = rows_at(4096, 6.5)
+    assert [r["fits"] for r in tight] != [r["fits"] for r in roomy]
+    picks = picked(tight)
+    fitting = {r["file_type"] for r in tight if r["fits"]}
+    assert set(picks.values()) <= fitting
+    assert picks["best quality"] != "Q6_K" and picks["best quality"] in fitting
+    assert picked(rows_at(4096, 1)) == {"fastest": None, "balanced": None, "best quality": None}
+
+
+def test_a_longer_context_needs_more_memory_and_changes_the_picks() -> None:
+    short, long = rows_at(4096, 8), rows_at(32768, 8)
+    assert all(b["memory_bytes"] > a["memory_bytes"] for a, b in zip(short, long))
+    assert sum(r["fits"] for r in long) < sum(r["fits"] for r in short)
+    assert picked(long) != picked(short)
+    assert set(picked(long).values()) <= {r["file_type"] for r in long if r["fits"]}
+
+
+def test_balanced_needs_both_accuracy_and_low_kld() -> None:
+    rows = rows_at(4096, 64)
+    for r in rows:  # make Q4_K_M drift more than the bound: balanced moves up a rung
+        if r["file_type"] == "Q4_K_M":
+            r["mean_kld"] = 0.2
+    assert picked(rows)["balanced"] == "Q5_K_M"
+    few = rows_at(4096, 64, problems=10)  # wide intervals: the lowest rung under the KLD bound wins
+    assert picked(few)["balanced"] == "Q4_K_M"
+
+
+def test_rules_state_the_budget_and_the_bound() -> None:
+    text = " ".join(rules_text(LadderPlan("m", ctx=8192, ram_bytes=8 * GIB)))
+    assert "8192 tokens" in text and "8.0 GiB" in text and "0.05 nats" in text and "Wilson" in text
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(93, 164, 0.95)
+    assert low < 93 / 164 < high and 0.48 < low < 0.50 and 0.63 < high < 0.65
+    assert wilson_interval(0, 20, 0.95)[0] == 0.0 and wilson_interval(20, 20, 0.95)[1] == 1.0
+    assert wilson_interval(5, 10, 0.95)[1] - wilson_interval(5, 10, 0.95)[0] > wilson_interval(50, 100, 0.95)[1] - wilson_interval(50, 100, 0.95)[0]
+
+
+def test_pareto_front() -> None:
+    points = [(1.0, 10.0), (2.0, 20.0), (3.0, 15.0), (4.0, 30.0)]
+    assert pareto_front(points, lower_x_better=True) == [0, 1, 3]
+    assert pareto_front(points, lower_x_better=False) == [3]
+
+
+def test_stratified_subset_is_fixed_and_spans_difficulty() -> None:
+    chosen = he.stratified(20)
+    assert [p.task_id for p in chosen] == [p.task_id for p in he.stratified(20)]
+    lengths = sorted(len(p.canonical_solution.strip()) for p in he.problems().values())
+    mine = sorted(len(p.canonical_solution.strip()) for p in chosen)
+    assert len(chosen) == 20 and mine[0] <= lengths[len(lengths) // 10] and mine[-1] >= lengths[-len(lengths) // 10]
+    with pytest.raises(UsageError):
+        he.stratified(0)
+
+
+def test_plan_checks() -> None:
+    assert LadderPlan("m").checked().types == ("Q2_K", "Q3_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
+    assert len(LadderPlan("m", suite="full").checked().types) == 10
+    for bad in (LadderPlan("m", suite="huge"), LadderPlan("m", task="poetry"), LadderPlan("m", ctx=10**9),
+                LadderPlan("m", types=("Q9_K",))):
+        with pytest.raises(UsageError):
+            bad.checked()
+
+
+def synthetic_result() -> dict[str, Any]:
+    rows = rows_at(8192, 16)
+    return {"source": "qwen2.5-coder:7b-instruct", "source_type": "F16", "reference": "qwen:f16", "reference_sha256": "0" * 64,
+            "reference_note": "original float weights", "task": "chat", "ctx": 8192, "suite": "full",
+            "ram_budget_bytes": 16 * GIB, "types": list(FIGURES), "rows": rows, "picks": choose(rows),
+            "rules": rules_text(LadderPlan("m", ctx=8192, ram_bytes=16 * GIB)),
+            "how": {"memory": "variantlab fit MODEL --ctx 8192"}, "run_id": 1, "created_at": "2026-11-23",
+            "machine": {"cpu": "Test CPU <script>", "physical_cores": 2, "ram_total_bytes": 24 * GIB, "gpus": []}}
+
+
+def render_in_chromium(page: Path) -> dict[str, Any]:
+    """Open the page in Debian's headless Chromium (no network) and read what it shows."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1300,2400"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(page.resolve().as_uri())
+        return driver.execute_script("""
+            const img = document.getElementById('pareto-chart');
+            const rows = [...document.querySelectorAll('#variation-table tbody tr')].map(
+                tr => [...tr.cells].map(td => td.innerText));
+            const box = img.getBoundingClientRect();
+            return {rows: rows, headers: [...document.querySelectorAll('#variation-table th')].map(th => th.innerText),
+                    img_complete: img.complete, img_width: img.naturalWidth, img_height: img.naturalHeight,
+                    shown_width: box.width, picks: document.getElementById('picks').innerText,
+                    machine: document.getElementById('machine').innerText,
+                    external: [...document.querySelectorAll('[src],[href]')].map(e => e.src || e.href)
+                                .filter(u => !u.startsWith('data:'))};""")
+    finally:
+        driver.quit()
+
+
+needs_chromium = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                    reason="Debian's chromium and chromium-driver are installed by `make test`")
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    result = synthetic_result()
+    page, png = write_report(result, tmp_path / "out" / "report.html")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = render_in_chromium(page)
+    assert [r[0] for r in shown["rows"]] == list(FIGURES)
+    assert shown["headers"][0] == "type" and "pass@1" in " ".join(shown["headers"])
+    assert shown["img_complete"] and shown["img_width"] > 800 and shown["img_height"] > 300 and shown["shown_width"] > 300
+    assert "balanced" in shown["picks"] and "Test CPU <script>" in shown["machine"]  # escaped, shown as text
+    assert shown["external"] == []  # self-contained: nothing to fetch
