@@ -190,7 +190,7 @@ def wilson_interval(passed: int, n: int, confidence: float) -> tuple[float, floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if passed == 0 else max(0.0, centre - half)), (1.0 if passed == n else min(1.0, centre + half))
 
 
 def _median(run: Run, name: str) -> float | None:

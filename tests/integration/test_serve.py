@@ -113,7 +113,7 @@ def test_stop_strings_are_never_sent(server: str) -> None:
 
 
 def test_infill_fills_a_gap_in_a_python_function(server: str) -> None:
-    body = {"input_prefix": "def is_even(n: int) -> bool:\n    return ", "input_suffix": "\n\n\nassert is_even(4)\n",
+    body = {"input_prefix": "def is_even(n):\n    return n ", "input_suffix": "\n\n\nprint(is_even(4))\n",
             "n_predict": 16, "temperature": 0, "stop": ["\n"]}
     r = httpx.post(f"{server}/infill", json=body, headers=auth(), timeout=60)
     assert r.status_code == 200, r.text
@@ -182,7 +182,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(server: str) -> Non
         conn.request("POST", "/v1/completions", body=body, headers={**auth(), "Content-Type": "application/json"})
         response = conn.getresponse()
         assert response.status == 200
-        assert response.fp.readline().startswith(b"data: ")
+        assert response.read(6) == b"data: "
         conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
     deadline = time.monotonic() + 30

@@ -24,7 +24,7 @@ def serve(
     import uvicorn
 
     config = ServeConfig(host=host, port=port, parallel=parallel, ctx=ctx, max_tokens_cap=max_tokens_cap,
-                         api_key=api_key, threads=threads)
+                         api_key=api_key or None, threads=threads)
     served = start(model, config)
     try:
         m = served.resolved.manifest
