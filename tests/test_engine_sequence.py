@@ -6,7 +6,7 @@ from variantlab.engine.llama import _Sequence
 
 
 def feed(pieces: list[bytes], stop: list[str]) -> _Sequence:
-    seq = _Sequence(0, [1, 2], sampler=None, stop=stop)
+    seq = _Sequence(0, [1, 2], sampler=None, stop=stop, max_tokens=1000)
     for i, piece in enumerate(pieces):
         seq.append(100 + i, piece)
         if seq.done:

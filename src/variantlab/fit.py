@@ -16,13 +16,12 @@ touched), which is what must fit. ``docs/benchmarks.md`` compares them with meas
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-from . import config
 from .errors import ModelFileError, StoreError, UnknownModelError, UsageError
 from .hardware import gpus, ram_available_bytes
 from .knowledge import load_data
@@ -31,11 +30,15 @@ from .knowledge.quant_rules import supported_file_types, tensor_types
 from .knowledge.quants import file_types, quant_types
 from .modelfile import TensorEntry, bytes_read_per_token, read_model_file
 from .store import Store
-from .store.files import atomic_write_text
 
 KV_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 MAX_CTX = 1 << 22
 GGUF_ALIGNMENT = 32
+
+
+def gguf_file_bytes(header_bytes: int, tensor_bytes: Iterable[int]) -> int:
+    """A GGUF file's size: the header, then each tensor's data padded to the file's alignment."""
+    return header_bytes + sum(-(-n // GGUF_ALIGNMENT) * GGUF_ALIGNMENT for n in tensor_bytes)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,7 @@ class Network:
 
     @property
     def file_bytes(self) -> int:
-        padded = sum(-(-t.n_bytes // GGUF_ALIGNMENT) * GGUF_ALIGNMENT for t in self.tensors)
-        return self.header_bytes + padded
+        return gguf_file_bytes(self.header_bytes, (t.n_bytes for t in self.tensors))
 
     @property
     def bytes_read_per_token(self) -> int:
@@ -141,8 +143,7 @@ def network_for(ref: str, store: Store | None = None) -> Network:
             suggestions = list(dict.fromkeys(catalog_miss.suggestions + getattr(exc, "suggestions", [])))[:4]
             raise UnknownModelError(ref, suggestions, why="not in the store, not a file, not in the catalog",
                                     hint="see `variantlab models list` and `variantlab catalog`") from None
-    sha = resolved.manifest.sha256 if resolved.manifest else None
-    return _cached_file_network(resolved.path, resolved.label, sha)
+    return network_from_file(resolved.path, resolved.label)  # read_model_file caches the header by file identity
 
 
 def network_from_file(path: Any, label: str | None = None) -> Network:
@@ -173,24 +174,6 @@ def network_from_catalog(variant: CatalogVariant) -> Network:
         n_embd=model.n_embd, n_ff=model.n_ff, n_vocab=model.n_vocab, n_embd_kv=model.n_kv_heads * model.head_dim,
         max_ctx=model.max_ctx, header_bytes=header_bytes, tensors=tensors, catalog=variant,
     )
-
-
-def _cached_file_network(path: Any, label: str, sha256: str | None) -> Network:
-    """Reading a header takes seconds (the vocabulary); a store blob never changes, so cache by hash."""
-    if sha256 is None:
-        return network_from_file(path, label)
-    cache = config.home() / "cache" / "networks" / f"{sha256}.json"
-    try:
-        data = json.loads(cache.read_text())
-        data["tensors"] = [TensorEntry(t[0], t[1], tuple(t[2]), t[3]) for t in data["tensors"]]
-        return Network(**{**data, "label": label})
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    net = network_from_file(path, label)
-    record = {k: v for k, v in asdict(net).items() if k not in ("tensors", "catalog")}
-    record["tensors"] = [[t.name, t.type, list(t.dims), t.n_bytes] for t in net.tensors]
-    atomic_write_text(cache, json.dumps(record))
-    return net
 
 
 # -- the memory terms ----------------------------------------------------------------------

@@ -201,11 +201,10 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return _from_record(json.loads(cache.read_text()), p)
     found = _read_model_file(p)
+    from .store.files import atomic_write_text  # here: the store package imports this module
+
     with contextlib.suppress(OSError):
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({k: v for k, v in asdict(found).items() if k != "path"}))
-        tmp.replace(cache)
+        atomic_write_text(cache, json.dumps({k: v for k, v in asdict(found).items() if k != "path"}))
     return found
 
 

@@ -9,6 +9,7 @@ operation is reused, which is what lets an interrupted ladder resume.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 import gguf
 
 from .errors import StoreError, UsageError
+from .fit import gguf_file_bytes
 from .hardware import free_disk_bytes
 from .knowledge.quant_rules import ModelShape, supported_file_types, tensor_types
 from .knowledge.quants import FileType, file_type as lookup_file_type, quant_types
@@ -52,7 +54,8 @@ def dequantize(ref: str, to: str = "f16", *, store: Store | None = None, name: s
     target_type, file_type = TARGETS[to]
     label = src.manifest.name if src.manifest else src.path.stem
     name = name or derived_name(label, to)
-    lineage = {"operation": "dequantize", "from_name": label, "from_sha256": _sha(src), "from_type": info.file_type,
+    source_sha = _sha(src)
+    lineage = {"operation": "dequantize", "from_name": label, "from_sha256": source_sha, "from_type": info.file_type,
                "to_type": to.upper(), "tool": f"gguf {version('gguf')}",
                "note": f"reference derived from {info.file_type}, not the original weights"}
     made = made_before(store, lineage)
@@ -70,7 +73,7 @@ def dequantize(ref: str, to: str = "f16", *, store: Store | None = None, name: s
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        source = f"derived:dequantize {info.file_type}→{to.upper()} from sha256 {_sha(src)} (reference derived from {info.file_type})"
+        source = f"derived:dequantize {info.file_type}→{to.upper()} from sha256 {source_sha} (reference derived from {info.file_type})"
         stem = Path(src.manifest.file_name).stem if src.manifest else src.path.stem
         return store.commit(staged, name=name, source=source, file_name=f"{stem}.{to.upper()}.gguf", lineage=lineage)
 
@@ -224,8 +227,7 @@ def expected_file_bytes(info: ModelFile, file_type: str) -> int | None:
                        tied_embeddings=not any(t.name == "output.weight" for t in info.tensors))
     types = tensor_types([(t.name, t.dims, t.type) for t in info.tensors], file_type, shape)
     qt = quant_types()
-    data = sum(-(-qt[ty].bytes_for(int(np.prod(t.dims))) // 32) * 32 for t, ty in zip(info.tensors, types))
-    return info.data_offset + data
+    return gguf_file_bytes(info.data_offset, (qt[ty].bytes_for(math.prod(t.dims)) for t, ty in zip(info.tensors, types)))
 
 
 @dataclass(frozen=True)

@@ -167,16 +167,14 @@ class Metrics:
 
 def open_model(ref: str | None, config: ServeConfig, store: Store | None = None) -> tuple[ResolvedModel, str | None]:
     """The file to serve: a role or name, through the lock, hash checked now; or the lock's only role."""
+    path = find_lockfile()
+    roles = read_lock(path).roles if path else {}
     if ref is None:
-        path = find_lockfile()
-        roles = read_lock(path).roles if path else {}
         if len(roles) != 1:
             raise UsageError("name the role or model to serve" + (f" (the lock has {', '.join(roles)})" if roles else ""),
                              hint="for example `variantlab serve chat`")
         ref = next(iter(roles))
-    path = find_lockfile()
-    role = ref if path and ref in read_lock(path).roles else None
-    return resolve_for_use(ref, store=store, verify_hash=True), role
+    return resolve_for_use(ref, store=store, verify_hash=True, lock_path=path), ref if ref in roles else None
 
 
 def start(ref: str | None, config: ServeConfig, store: Store | None = None) -> Served:
@@ -332,10 +330,9 @@ class _Job:
                 if piece.done is not None:
                     finished = True
                     if "error" in piece.done:
-                        status = 503 if "died" in piece.done["error"] else 400
-                        code = "context_length_exceeded" if "context holds" in piece.done["error"] else None
-                        raise ApiError(status, piece.done["error"], code=code,
-                                       kind="server_error" if status == 503 else "invalid_request_error")
+                        status = piece.done["status"]
+                        raise ApiError(status, piece.done["error"], code=piece.done["code"],
+                                       kind="server_error" if status >= 500 else "invalid_request_error")
                     served.metrics.prompt_tokens.inc(piece.done["prompt_tokens"])
                     served.metrics.completion_tokens.inc(piece.done["completion_tokens"])
                 yield piece

@@ -32,15 +32,18 @@ class EngineError(VariantlabError, RuntimeError):
     """llama.cpp refused a model or failed to decode; the message carries llama.cpp's reason."""
 
 
-def _capture_llama_logs() -> None:
-    """Route llama.cpp's log into a ring buffer, so its reasons can be quoted in errors."""
+def _capture_llama_logs(listener: Callable[[bytes], None] | None = None) -> None:
+    """Route llama.cpp's log into a ring buffer, so its reasons can be quoted in errors;
+    ``listener`` also sees every line (the quantizer's per-tensor progress)."""
     global _LOG_CALLBACK
-    if _LOG_CALLBACK is not None:
+    if _LOG_CALLBACK is not None and listener is None:
         return
 
     @L.llama_log_callback
     def _on_log(level: int, text: bytes, user_data: Any) -> None:
         _LOG_LINES.append(text.decode("utf-8", errors="replace"))
+        if listener is not None:
+            listener(text)
 
     _LOG_CALLBACK = _on_log
     L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
@@ -84,12 +87,13 @@ class _Sequence:
     token costs the same at position 10 and at position 10,000.
     """
 
-    def __init__(self, seq_id: int, prompt: list[int], sampler: Any, stop: list[str]) -> None:
+    def __init__(self, seq_id: int, prompt: list[int], sampler: Any, stop: list[str], max_tokens: int) -> None:
         self.seq_id = seq_id
         self.prompt = prompt
         self.pos = len(prompt)
         self.sampler = sampler
         self.stop = stop
+        self.max_tokens = max_tokens
         self.keep = max((len(s) for s in stop), default=1) - 1  # chars of context a new match can reach back
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.chunks: list[str] = []
@@ -278,24 +282,17 @@ class LlamaEngine:
             raise EngineError(f"{need} tokens of prompts and output do not fit a context of {self.settings.n_ctx}")
         self.clear()
         with contextlib.ExitStack() as samplers:
-            seqs = [_Sequence(i, p, samplers.enter_context(self.sampler(sampling)), list(stop or []))
+            seqs = [_Sequence(i, p, samplers.enter_context(self.sampler(sampling)), list(stop or []), max_tokens)
                     for i, p in enumerate(prompts)]
             t0 = time.perf_counter()
             for s in seqs:  # each prompt in its own decode call: its logits are the batch's last
                 self.decode_prompt(s.prompt, s.seq_id)
                 s.result.prompt_s = time.perf_counter() - t0
-                self._accept(s, self.sample(s.sampler, -1), max_tokens)
+                self._accept(s, self.sample(s.sampler, -1))
                 s.result.first_token_s = time.perf_counter() - t0
             t_gen = time.perf_counter()
             while live := [s for s in seqs if not s.done]:
-                entries = []
-                for i, s in enumerate(live):
-                    entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
-                    s.batch_index = i
-                    s.pos += 1
-                self._decode(entries)
-                for s in live:
-                    self._accept(s, self.sample(s.sampler, s.batch_index), max_tokens)
+                self.step(live)
         for s in seqs:
             s.result.gen_s = time.perf_counter() - t_gen
             s.finish_text()
@@ -337,21 +334,11 @@ class LlamaEngine:
                     if slot not in live and waiting:
                         index = waiting.pop()
                         live[slot] = (index, self._start(slot, index, prompts[index], prefix, prefix_seq, sampling, stop, max_tokens))
-                running = [(slot, index, s) for slot, (index, s) in live.items() if not s.done]
-                if running:
-                    entries = []
-                    for i, (_, _, s) in enumerate(running):
-                        entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
-                        s.batch_index = i
-                        s.pos += 1
-                    self._decode(entries)
-                    for _, _, s in running:
-                        self._accept(s, self.sample(s.sampler, s.batch_index), max_tokens)
+                self.step([s for _, s in live.values() if not s.done])
                 for slot, (index, s) in list(live.items()):
                     if s.done:
                         s.finish_text()
-                        L.llama_sampler_free(s.sampler)
-                        L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), slot, -1, -1)
+                        self.release(s)
                         del live[slot]
                         results[index] = s.result
                         if on_done:
@@ -370,9 +357,9 @@ class LlamaEngine:
         rest = prompt[len(prefix):]
         self._decode([(t, len(prefix) + i, slot, i == len(rest) - 1) for i, t in enumerate(rest)])
         seeded = dataclasses.replace(sampling, seed=sampling.seed + index)
-        s = _Sequence(slot, prompt, self._new_sampler(seeded), stop)
+        s = _Sequence(slot, prompt, self._new_sampler(seeded), stop, max_tokens)
         s.result.prompt_s = time.perf_counter() - t0
-        self._accept(s, self.sample(s.sampler, -1), max_tokens)
+        self._accept(s, self.sample(s.sampler, -1))
         return s
 
     def _new_sampler(self, sampling: Sampling) -> Any:
@@ -386,13 +373,31 @@ class LlamaEngine:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(sampling.seed))
         return chain
 
-    def _accept(self, s: _Sequence, token: int, max_tokens: int) -> None:
+    def step(self, running: list[_Sequence]) -> None:
+        """One token for each running sequence: one llama_decode call for all, then each samples."""
+        if not running:
+            return
+        entries = []
+        for i, s in enumerate(running):
+            entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
+            s.batch_index = i
+            s.pos += 1
+        self._decode(entries)
+        for s in running:
+            self._accept(s, self.sample(s.sampler, s.batch_index))
+
+    def release(self, s: _Sequence) -> None:
+        """Free a finished (or abandoned) sequence's sampler and its cells of the KV cache."""
+        L.llama_sampler_free(s.sampler)
+        L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), s.seq_id, -1, -1)
+
+    def _accept(self, s: _Sequence, token: int) -> None:
         if self.is_end(token):
             s.result.finish_reason = "end"
             s.done = True
             return
         s.append(token, self.piece(token))
-        if not s.done and len(s.result.tokens) >= max_tokens:
+        if not s.done and len(s.result.tokens) >= s.max_tokens:
             s.done = True
 
     # -- token distributions (KL-divergence, perplexity) ---------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .child import EngineCrashed
-from .llama import EngineError
+from .llama import EngineError, _capture_llama_logs, llama_reason
 
 _TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 
@@ -24,24 +24,18 @@ _TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 def _child(conn: Any, src: str, dst: str, ftype: int, threads: int, allow_requantize: bool) -> None:
     import llama_cpp as L
 
-    tail: list[bytes] = []
-
-    @L.llama_log_callback
-    def on_log(level: int, text: bytes, user_data: Any) -> None:
+    def on_log(text: bytes) -> None:
         found = _TENSOR_LINE.search(text)
         if found:
             conn.send(("progress", (int(found.group(1)), int(found.group(2)))))
-        tail.append(text)
-        del tail[:-20]
 
-    L.llama_log_set(on_log, ctypes.c_void_p(0))
+    _capture_llama_logs(on_log)
     params = L.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
     params.allow_requantize = allow_requantize
     rc = L.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
-    reason = b"".join(tail).decode("utf-8", errors="replace").strip().splitlines()[-3:]
-    conn.send(("done", rc, "; ".join(line.strip() for line in reason)))
+    conn.send(("done", rc, llama_reason() if rc != 0 else ""))
     conn.close()
 
 
@@ -68,7 +62,7 @@ def quantize_file(src: str, dst: str, ftype: int, threads: int, *, allow_requant
                 continue
             _, rc, reason = message
             if rc != 0:
-                raise EngineError(f"llama.cpp could not quantize {src} (code {rc}): {reason or 'no reason logged'}")
+                raise EngineError(f"llama.cpp could not quantize {src} (code {rc}): {reason}")
             return
     finally:
         parent.close()

@@ -38,9 +38,15 @@ class _Request:
 class _Stream:
     request: _Request
     seq: _Sequence
-    max_tokens: int
     sent: int = 0  # characters of text already sent
-    pending: str = ""
+
+
+class RequestRefused(EngineError):
+    """A request the engine cannot run (an empty prompt, or one longer than a slot's context)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # -- child side ---------------------------------------------------------------------------------
@@ -57,7 +63,7 @@ def serve_loop(engine: LlamaEngine, poll: Callable[[float | None], bool], recv: 
             message = recv()
             if message[0] == "stop":
                 for stream in live.values():
-                    _free(engine, stream)
+                    engine.release(stream.seq)
                 return
             if message[0] == "submit":
                 waiting.append(_Request(*message[1:]))
@@ -65,7 +71,7 @@ def serve_loop(engine: LlamaEngine, poll: Callable[[float | None], bool], recv: 
                 waiting = deque(r for r in waiting if r.id != message[1])
                 for slot, stream in list(live.items()):
                     if stream.request.id == message[1]:
-                        _free(engine, stream)
+                        engine.release(stream.seq)
                         del live[slot]
         out: list[tuple[int, str, dict[str, Any] | None]] = []
         for slot in range(slots):
@@ -74,23 +80,14 @@ def serve_loop(engine: LlamaEngine, poll: Callable[[float | None], bool], recv: 
                 try:
                     live[slot] = _start(engine, slot, request, per_slot)
                 except EngineError as exc:
-                    out.append((request.id, "", {"error": exc.message}))
-        running = [s for s in live.values() if not s.seq.done]
-        if running:
-            entries = []
-            for i, s in enumerate(running):
-                entries.append((s.seq.result.tokens[-1], s.seq.pos, s.seq.seq_id, True))
-                s.seq.batch_index = i
-                s.seq.pos += 1
-            engine._decode(entries)
-            for s in running:
-                engine._accept(s.seq, engine.sample(s.seq.sampler, s.seq.batch_index), s.max_tokens)
+                    out.append((request.id, "", {"error": exc.message, "status": 400, "code": getattr(exc, "code", None)}))
+        engine.step([s.seq for s in live.values() if not s.seq.done])
         for slot, stream in list(live.items()):
             text, done = _take(stream)
             if text or done:
                 out.append((stream.request.id, text, done))
             if done:
-                _free(engine, stream)
+                engine.release(stream.seq)
                 del live[slot]
         if out:
             send(("step", out))
@@ -102,14 +99,15 @@ def _start(engine: LlamaEngine, slot: int, request: _Request, per_slot: int) -> 
     else:
         prompt = engine.tokenize(request.prompt or "", request.add_special)
     if not prompt:
-        raise EngineError("the prompt is empty")
+        raise RequestRefused("the prompt is empty", "empty_prompt")
     if len(prompt) >= per_slot:
-        raise EngineError(f"the prompt has {len(prompt)} tokens; the context holds {per_slot} per request (--ctx)")
+        raise RequestRefused(f"the prompt has {len(prompt)} tokens; the context holds {per_slot} per request (--ctx)",
+                             "context_length_exceeded")
     engine._decode([(t, i, slot, i == len(prompt) - 1) for i, t in enumerate(prompt)])
-    seq = _Sequence(slot, prompt, engine._new_sampler(Sampling(**request.sampling)), request.stop)
     max_tokens = min(request.max_tokens, per_slot - len(prompt))  # the context's end is a hard "length" stop
-    engine._accept(seq, engine.sample(seq.sampler, -1), max_tokens)
-    return _Stream(request, seq, max_tokens)
+    seq = _Sequence(slot, prompt, engine._new_sampler(Sampling(**request.sampling)), request.stop, max_tokens)
+    engine._accept(seq, engine.sample(seq.sampler, -1))
+    return _Stream(request, seq)
 
 
 def _take(stream: _Stream) -> tuple[str, dict[str, Any] | None]:
@@ -133,18 +131,12 @@ def _take(stream: _Stream) -> tuple[str, dict[str, Any] | None]:
     return text, None
 
 
-def _free(engine: LlamaEngine, stream: _Stream) -> None:
-    import llama_cpp as L
-
-    L.llama_sampler_free(stream.seq.sampler)
-    L.llama_memory_seq_rm(L.llama_get_memory(engine.ctx), stream.seq.seq_id, -1, -1)
-
-
 # -- parent side --------------------------------------------------------------------------------
 
 @dataclass
 class Piece:
-    """What a request's queue receives: text, and at the end a finish record (or an error)."""
+    """What a request's queue receives: text, and at the end a finish record, or an error record
+    (``error``, the HTTP ``status`` it maps to, and a ``code``)."""
 
     text: str
     done: dict[str, Any] | None = None
@@ -215,7 +207,8 @@ class ServingEngine:
                     target[0].call_soon_threadsafe(target[1].put_nowait, Piece(text, done))
         self.alive = False
         for loop, queue in list(self._queues.values()):
-            loop.call_soon_threadsafe(queue.put_nowait, Piece("", {"error": "the engine process died"}))
+            loop.call_soon_threadsafe(queue.put_nowait, Piece("", {"error": "the engine process died", "status": 503,
+                                                                   "code": "engine_down"}))
 
     def close(self) -> None:
         if self._engine is None:
