@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UsageError
-from ..store.files import ProgressFn
+from ..store.files import ProgressFn, no_progress
 
 PHASE_LABELS = {"download": "downloading", "packages": "fetching packages", "copy": "copying", "hash": "hashing"}
 BYTE_PHASES = {"download", "copy", "hash"}  # phases that count bytes; the others count steps
@@ -40,7 +40,14 @@ def print_json(data: Any) -> None:
 
 @contextlib.contextmanager
 def progress_bars() -> Iterator[ProgressFn]:
-    """A ProgressFn that draws one bar per phase on stderr, for work of more than a moment."""
+    """A ProgressFn that draws one bar per phase on stderr, for work of more than a moment.
+
+    Off a terminal rich draws no bars but still ends with a blank line, which would turn an
+    error's one line on stderr into two: there the reporter does nothing.
+    """
+    if not stderr_console().is_terminal:
+        yield no_progress
+        return
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"), TimeElapsedColumn()]
     with Progress(*columns, console=stderr_console(), transient=True) as bars:
         tasks: dict[str, Any] = {}
