@@ -35,6 +35,17 @@ def test_batched_sequences_match_single_ones(engine) -> None:  # type: ignore[no
     assert batched == singles
 
 
+def test_sequences_moved_to_lower_slots_continue_unchanged(smol_model: str) -> None:
+    """The first prompt stops at once, so the batch has a gap and the later sequences are moved
+    down a slot (their KV copied between streams): their output must not change."""
+    with EngineProcess(smol_model, EngineSettings(n_ctx=4 * 256, n_seq_max=4)) as e:
+        prompts = [e.call("tokenize", text=t) for t in ("The capital of France is", "Once upon a time", "def add(a, b):")]
+        many = e.call("generate_many", prompts=prompts, max_tokens=40, stop=["."])
+        singles = [e.call("generate", prompt=p, max_tokens=40, stop=["."]) for p in prompts]
+    assert [len(g["tokens"]) for g in many][0] < min(len(g["tokens"]) for g in many[1:])  # a gap opened
+    assert [g["tokens"] for g in many] == [g["tokens"] for g in singles]
+
+
 def test_stop_string_cuts_the_text(engine) -> None:  # type: ignore[no-untyped-def]
     prompt = engine.call("tokenize", text="1, 2, 3, 4,")
     free = engine.call("generate", prompt=prompt, max_tokens=20)["text"]

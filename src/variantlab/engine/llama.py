@@ -343,6 +343,8 @@ class LlamaEngine:
                         results[index] = s.result
                         if on_done:
                             on_done(index, s.result)
+                if not waiting and self.compact([s for _, s in live.values()]):
+                    live = {s.seq_id: (index, s) for index, s in live.values()}
         finally:
             for _, s in live.values():
                 L.llama_sampler_free(s.sampler)
@@ -374,9 +376,15 @@ class LlamaEngine:
         return chain
 
     def step(self, running: list[_Sequence]) -> None:
-        """One token for each running sequence: one llama_decode call for all, then each samples."""
+        """One token for each running sequence: one llama_decode call for all, then each samples.
+
+        With a KV stream per sequence, llama.cpp splits a batch into one micro-batch (one pass
+        over all the weights) per run of consecutive sequence ids in batch order, so the entries
+        go in sequence-id order; ``compact`` keeps the ids free of gaps.
+        """
         if not running:
             return
+        running = sorted(running, key=lambda s: s.seq_id)
         entries = []
         for i, s in enumerate(running):
             entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
@@ -385,6 +393,24 @@ class LlamaEngine:
         self._decode(entries)
         for s in running:
             self._accept(s, self.sample(s.sampler, s.batch_index))
+
+    def compact(self, running: list[_Sequence]) -> bool:
+        """Move sequences from the highest slots into free lower ones, so that ``running`` holds
+        the ids 0..n-1 and a step is one micro-batch. A move copies the sequence's KV stream
+        (done by llama.cpp before the next decode) and keeps its sampler and text. Returns
+        whether any sequence moved; a caller keyed by slot must then re-key by ``seq_id``."""
+        if self.settings.kv_unified:
+            return False  # one pool: any set of ids is one micro-batch
+        used = {s.seq_id for s in running}
+        free = [i for i in range(len(running)) if i not in used]
+        movers = sorted((s for s in running if s.seq_id >= len(running)), key=lambda s: s.seq_id)
+        memory = L.llama_get_memory(self.ctx)
+        for s, slot in zip(movers, free):
+            L.llama_memory_seq_rm(memory, slot, -1, -1)
+            L.llama_memory_seq_cp(memory, s.seq_id, slot, -1, -1)
+            L.llama_memory_seq_rm(memory, s.seq_id, -1, -1)
+            s.seq_id = slot
+        return bool(movers)
 
     def release(self, s: _Sequence) -> None:
         """Free a finished (or abandoned) sequence's sampler and its cells of the KV cache."""

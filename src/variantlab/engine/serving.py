@@ -81,6 +81,8 @@ def serve_loop(engine: LlamaEngine, poll: Callable[[float | None], bool], recv: 
                     live[slot] = _start(engine, slot, request, per_slot)
                 except EngineError as exc:
                     out.append((request.id, "", {"error": exc.message, "status": 400, "code": getattr(exc, "code", None)}))
+        if not waiting and engine.compact([s.seq for s in live.values()]):
+            live = {s.seq.seq_id: s for s in live.values()}
         engine.step([s.seq for s in live.values() if not s.seq.done])
         for slot, stream in list(live.items()):
             text, done = _take(stream)
