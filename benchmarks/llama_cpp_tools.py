@@ -1,5 +1,6 @@
 """Build llama.cpp's own tools (llama-bench, llama-quantize, llama-perplexity) from the
-exact llama.cpp source that the installed llama-cpp-python vendors, for side-by-side runs.
+exact llama.cpp source that the installed llama-cpp-python vendors, for side-by-side runs
+(llama-batched-bench too: the ceiling for decoding several sequences together).
 
 The sdist comes from PyPI through pip; the build lives in ~/.cache/variantlab, never in the
 repository. Same compiler flags as pip's build of the bindings: Release, GGML_NATIVE, OpenMP.
@@ -16,7 +17,7 @@ import tarfile
 from importlib.metadata import version
 from pathlib import Path
 
-TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity")
+TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity", "llama-batched-bench")
 
 
 def cache_dir() -> Path:

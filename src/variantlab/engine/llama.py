@@ -292,6 +292,7 @@ class LlamaEngine:
                 s.result.first_token_s = time.perf_counter() - t0
             t_gen = time.perf_counter()
             while live := [s for s in seqs if not s.done]:
+                self.compact(live)  # a finished sequence's KV is not needed any more
                 self.step(live)
         for s in seqs:
             s.result.gen_s = time.perf_counter() - t_gen
