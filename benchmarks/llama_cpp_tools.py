@@ -1,6 +1,7 @@
 """Build llama.cpp's own tools (llama-bench, llama-quantize, llama-perplexity) from the
 exact llama.cpp source that the installed llama-cpp-python vendors, for side-by-side runs
-(llama-batched-bench too: the ceiling for decoding several sequences together).
+(llama-batched-bench too: the ceiling for decoding several sequences together; llama-imatrix
+for an importance matrix).
 
 The sdist comes from PyPI through pip; the build lives in ~/.cache/variantlab, never in the
 repository. Same compiler flags as pip's build of the bindings: Release, GGML_NATIVE, OpenMP.
@@ -17,7 +18,7 @@ import tarfile
 from importlib.metadata import version
 from pathlib import Path
 
-TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity", "llama-batched-bench")
+TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity", "llama-batched-bench", "llama-imatrix")
 
 
 def cache_dir() -> Path:

@@ -7,9 +7,12 @@ plan, the store's sha256 of the output and the registration; llama-quantize's do
 included), without start-up and hashing. The outputs are compared byte for byte (sha256). variantlab runs in a throw-away store that
 holds the source, and each output is removed after its round so it is really made again.
 
-    .venv/bin/python benchmarks/quantize_vs_llama_quantize.py [--source NAME] [--types Q4_K_M,Q8_0] [--rounds 3] [--json]
+    .venv/bin/python benchmarks/quantize_vs_llama_quantize.py [--source NAME] [--types Q4_K_M,Q8_0] [--rounds 3]
+                                                             [--imatrix FILE|make] [--json]
 
-The default source is the default model dequantized to F16 (made first if needed).
+The default source is the default model dequantized to F16 (made first if needed). With
+``--imatrix`` both quantize with the same importance matrix, given by the same path; ``make``
+computes one first with llama.cpp's llama-imatrix on the KL-divergence corpus (8 chunks of 512).
 """
 
 from __future__ import annotations
@@ -52,13 +55,24 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str
     return seconds, out.stdout
 
 
-def run_variantlab(home: Path, source: str, ftype: str, threads: int) -> tuple[float, float, Path, str]:
+def run_variantlab(home: Path, source: str, ftype: str, threads: int, imatrix: list[str]) -> tuple[float, float, Path, str]:
     """The whole command's time, the llama.cpp step's time inside it, the output blob, its name."""
     env = {**os.environ, "VARIANTLAB_HOME": str(home)}
-    seconds, stdout = timed([VARIANTLAB, "quantize", source, "--types", ftype, "--threads", str(threads), "--json"], env)
+    seconds, stdout = timed([VARIANTLAB, "quantize", source, "--types", ftype, "--threads", str(threads), *imatrix, "--json"], env)
     manifest = json.loads(stdout)["outputs"][0]
     blob = home / "blobs" / "sha256" / manifest["sha256"]
     return seconds, manifest["quantize_s"], blob, manifest["name"]
+
+
+def make_imatrix(bin_dir: Path, model: Path, out: Path, threads: int) -> Path:
+    """An importance matrix of ``model`` from llama-imatrix over the KL-divergence corpus."""
+    from variantlab.eval.kld import corpus
+
+    text = out.with_suffix(".txt")
+    text.write_text(corpus()[0])
+    subprocess.run([str(bin_dir / "llama-imatrix"), "-m", str(model), "-f", str(text), "-o", str(out), "-c", "512",
+                    "--chunks", "8", "-t", str(threads)], check=True, capture_output=True)
+    return out
 
 
 def forget(home: Path, blob: Path, name: str) -> None:
@@ -73,6 +87,7 @@ def main() -> None:
     parser.add_argument("--source", default=None, help="store name of an F16/F32 model (default: the default model dequantized)")
     parser.add_argument("--types", default="Q2_K,Q4_K_M,Q8_0")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--imatrix", default=None, help="an importance matrix .gguf for both, or 'make'")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     source = Store().resolve(args.source or dequantize(default_model_name(), "f16").name)
@@ -80,6 +95,10 @@ def main() -> None:
     threads = default_threads()
     rows = []
     with tempfile.TemporaryDirectory(dir=Store().root) as tmp:
+        matrix = args.imatrix
+        if matrix == "make":
+            matrix = str(make_imatrix(binary.parent, source.path, Path(tmp) / "imatrix.gguf", threads))
+        imatrix = ["--imatrix", matrix] if matrix else []
         home = Path(tmp) / "home"
         subprocess.run([VARIANTLAB, "models", "fetch", f"file:{source.path}", "--name", "source"], check=True,
                        capture_output=True, env={**os.environ, "VARIANTLAB_HOME": str(home)})
@@ -89,9 +108,9 @@ def main() -> None:
             ours, step, theirs, same = [], [], [], []
             for _ in range(args.rounds):
                 out = Path(tmp) / f"llama-quantize.{ftype}.gguf"
-                seconds, _ = timed([str(binary), str(source.path), str(out), ftype, str(threads)])
+                seconds, _ = timed([str(binary), *imatrix, str(source.path), str(out), ftype, str(threads)])
                 theirs.append(seconds)
-                seconds, step_s, blob, name = run_variantlab(home, "source", ftype, threads)
+                seconds, step_s, blob, name = run_variantlab(home, "source", ftype, threads, imatrix)
                 ours.append(seconds)
                 step.append(step_s)
                 same.append(sha256(out) == sha256(blob))
@@ -104,11 +123,12 @@ def main() -> None:
                          "step_ratio": statistics.median(s / t for s, t in zip(step, theirs)),
                          "byte_identical": all(same), "rounds": args.rounds,
                          "each_llama_quantize_s": theirs, "each_variantlab_s": ours})
-    result = {"source": source.label, "threads": threads, "rows": rows}
+    result = {"source": source.label, "threads": threads, "imatrix": matrix, "rows": rows}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"source {source.label}, {threads} threads, median of {args.rounds} interleaved rounds")
+    print(f"source {source.label}, {threads} threads, median of {args.rounds} interleaved rounds"
+          + (f", importance matrix {matrix}" if matrix else ""))
     print(f"{'type':8} {'llama-quantize s':>17} {'variantlab s':>13} {'ratio':>6} {'llama.cpp step s':>17} {'ratio':>6}  byte-identical")
     for r in rows:
         print(f"{r['type']:8} {r['llama_quantize_s']:17.2f} {r['variantlab_s']:13.2f} {r['ratio']:6.3f} "

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 import pytest
 
-from tests.tiny_gguf import write_float_model, write_raw_header
+from tests.tiny_gguf import write_float_model, write_imatrix, write_raw_header
 from variantlab import quantize as quantize_module
 from variantlab.errors import UsageError
 from variantlab.knowledge.quants import file_type
@@ -108,9 +109,78 @@ def test_too_little_disk_is_refused_before_work(float_source: str, cli, monkeypa
     assert [m.name for m in Store().manifests()] == [float_source]
 
 
-def test_imatrix_is_refused_with_the_way_round(float_source: str, tmp_path: Path, cli) -> None:
-    result = cli("quantize", float_source, "--types", "Q4_K_M", "--imatrix", str(tmp_path / "m.dat"))
-    assert result.code == 2 and "std::unordered_map" in result.err and "llama-quantize --imatrix" in result.err
+def _metadata(path: Path) -> dict[str, object]:
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("quantize.")}
+
+
+def test_imatrix_changes_the_quantization_and_is_recorded(float_source: str, tmp_path: Path, cli) -> None:
+    src = Store().resolve(float_source).path
+    matrix = write_imatrix(tmp_path / "m.gguf", src)
+    plain = json.loads(cli("quantize", float_source, "--types", "Q4_K_M", "--json").out)["outputs"][0]
+    result = cli("quantize", float_source, "--types", "Q4_K_M", "--imatrix", str(matrix), "--json")
+    assert result.code == 0, result.err
+    weighted = json.loads(result.out)["outputs"][0]
+    assert weighted["sha256"] != plain["sha256"], "the importance matrix did not change the quantization"
+    assert weighted["name"] == f"tiny:q4_k_m-imatrix-{_sha(matrix)[:8]}"
+    info = weighted["lineage"]["imatrix_info"]
+    assert weighted["lineage"]["imatrix"] == _sha(matrix) == info["sha256"]
+    # 7 matrices in each of 4 layers, and output.weight
+    assert info["entries"] == 4 * 7 + 1 and info["chunks"] == 4 and info["datasets"] == ["corpus.txt"]
+    assert "importance matrix m.gguf" in weighted["lineage"]["note"]
+    # the metadata llama-quantize writes with a matrix
+    assert _metadata(Store().blob_path(weighted["sha256"])) == {
+        "quantize.imatrix.file": str(matrix), "quantize.imatrix.dataset": "corpus.txt",
+        "quantize.imatrix.entries_count": 4 * 7 + 1, "quantize.imatrix.chunks_count": 4}
+    again = json.loads(cli("quantize", float_source, "--types", "Q4_K_M", "--imatrix", str(matrix), "--json").out)
+    assert again["outputs"][0]["quantize_s"] is None  # the same source and matrix: reused
+
+
+def test_imatrix_values_are_sums_over_token_counts(float_source: str, tmp_path: Path) -> None:
+    """Sums and counts both doubled give the same normalized matrix, so the same bytes (the matrix
+    sits at the same path both times, so even the recorded file name is the same)."""
+    src = Store().resolve(float_source).path
+    path = tmp_path / "m.gguf"
+    outputs = []
+    for scale in (1.0, 2.0):
+        write_imatrix(path, src, scale=scale)
+        (made,) = run_quantize(plan_quantize(float_source, ["Q4_K_M"], imatrix=path))
+        assert made.quantize_s is not None  # a different matrix file: made, not reused
+        outputs.append(made.manifest.sha256)
+    assert outputs[0] == outputs[1]
+
+
+def test_types_that_need_an_imatrix_work_with_one(float_source: str, tmp_path: Path, cli) -> None:
+    refused = cli("quantize", float_source, "--types", "IQ2_XXS")
+    assert refused.code == 2 and "imatrix" in refused.err and len(refused.err.strip().splitlines()) == 1
+    matrix = write_imatrix(tmp_path / "m.gguf", Store().resolve(float_source).path)
+    assert cli("quantize", float_source, "--types", "IQ2_XXS", "--imatrix", str(matrix)).code == 0
+
+
+def test_bad_imatrix_files_are_refused_before_work(float_source: str, tmp_path: Path, cli) -> None:
+    legacy = tmp_path / "old.dat"
+    legacy.write_bytes(b"\x07\x00\x00\x00" + b"\x00" * 64)
+    bare = tmp_path / "bare.gguf"
+    write_imatrix(bare, Store().resolve(float_source).path)
+    import gguf
+
+    reader = gguf.GGUFReader(str(bare))  # the same tensors without llama-imatrix's metadata
+    writer = gguf.GGUFWriter(str(tmp_path / "nometa.gguf"), arch="llama")
+    for t in reader.tensors:
+        writer.add_tensor(t.name, np.array(t.data))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    for path, needle in ((tmp_path / "missing.gguf", "no such file"), (legacy, "llama-imatrix --in-file"),
+                         (tmp_path / "nometa.gguf", "no imatrix metadata")):
+        result = cli("quantize", float_source, "--types", "Q4_K_M", "--imatrix", str(path))
+        assert result.code == 2 and needle in result.err, result.err
+    other = write_float_model(tmp_path / "wide.F32.gguf", n_layers=4, n_embd=512, n_ff=1024)
+    wrong = write_imatrix(tmp_path / "wrong.gguf", other)  # rows of 512 for a model with rows of 256
+    before = len(list(Store().manifests()))
+    result = cli("quantize", float_source, "--types", "Q4_K_M", "--imatrix", str(wrong))
+    assert result.code == 2 and "imatrix size" in result.err, result.err
+    assert len(list(Store().manifests())) == before  # nothing half-made was registered
 
 
 def test_killed_quantization_registers_nothing_and_resumes(tmp_path: Path, isolated_home: Path) -> None:
@@ -144,5 +214,5 @@ def test_library_plan_names_expected_sizes(float_source: str) -> None:
     assert plan.disk_needed >= sum(r.expected_bytes or 0 for r in plan.rungs)
     made = run_quantize(plan)
     assert all(abs(m.manifest.size - (r.expected_bytes or 0)) <= 128 for m, r in zip(made, plan.rungs))
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="no such file"):
         plan_quantize(float_source, ["Q4_K_M"], imatrix=Path("x"))

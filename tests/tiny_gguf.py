@@ -135,3 +135,30 @@ def write_float_model(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_imatrix(path: Path, model: Path, *, scale: float = 1.0, seed: int = 0, chunks: int = 4,
+                  dataset: str = "corpus.txt") -> Path:
+    """An importance matrix in llama-imatrix's GGUF layout for ``model``'s weight matrices:
+    per tensor ``NAME.in_sum2`` (one sum per input column) and ``NAME.counts`` (tokens seen).
+    ``scale`` multiplies sums and counts alike, which leaves the normalized values unchanged."""
+    rng = np.random.default_rng(seed)
+    reader = gguf.GGUFReader(str(model))
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_type("imatrix")
+    writer.add_array("imatrix.datasets", [dataset])
+    writer.add_uint32("imatrix.chunk_count", chunks)
+    writer.add_uint32("imatrix.chunk_size", 512)
+    tokens = np.float32(chunks * 512 * scale)
+    for tensor in reader.tensors:
+        if len(tensor.shape) != 2 or tensor.name == "token_embd.weight":
+            continue
+        n_per_row = int(tensor.shape[0])  # GGUF lists the row length first
+        sums = rng.uniform(0.01, 4.0, n_per_row).astype(np.float32) * tokens
+        writer.add_tensor(f"{tensor.name}.in_sum2", sums)
+        writer.add_tensor(f"{tensor.name}.counts", np.array([tokens], dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

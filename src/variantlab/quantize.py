@@ -23,6 +23,7 @@ import gguf
 from .errors import StoreError, UsageError
 from .fit import gguf_file_bytes
 from .hardware import free_disk_bytes
+from .imatrix import Imatrix, read_imatrix
 from .knowledge.quant_rules import ModelShape, supported_file_types, tensor_types
 from .knowledge.quants import FileType, file_type as lookup_file_type, quant_types
 from .modelfile import ModelFile, open_reader, read_model_file
@@ -146,11 +147,13 @@ class QuantizePlan:
     threads: int
     out_dir: Path | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
+    imatrix: Imatrix | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source.label, "source_type": self.source_type, "source_sha256": self.source_sha256,
                 "requantize": self.requantize, "threads": self.threads, "disk_needed": self.disk_needed,
                 "disk_free": self.disk_free, "out_dir": str(self.out_dir) if self.out_dir else None,
+                "imatrix": self.imatrix.describe() if self.imatrix else None,
                 "rungs": [{"file_type": r.file_type, "name": r.name, "expected_bytes": r.expected_bytes,
                            "reuses": r.existing.name if r.existing else None} for r in self.rungs]}
 
@@ -164,10 +167,6 @@ def plan_quantize(ref: str, types: list[str], *, allow_requantize: bool = False,
     """Check everything that can be known before quantizing: source, types, requantize flag, disk."""
     from .engine.settings import default_threads
 
-    if imatrix is not None:
-        raise UsageError(f"--imatrix {imatrix}: llama-cpp-python passes the importance matrix to llama_model_quantize "
-                         "as a C++ std::unordered_map pointer, which cannot be built from Python",
-                         hint="quantize with llama.cpp's llama-quantize --imatrix, then `variantlab models fetch file:PATH`")
     store = store or Store()
     src = store.resolve(ref)
     info = read_model_file(src.path)  # a file that is not a GGUF model fails here, before any work
@@ -177,7 +176,8 @@ def plan_quantize(ref: str, types: list[str], *, allow_requantize: bool = False,
         raise UsageError(f"{src.label} is already quantized ({info.file_type}); quantizing it again compounds the loss",
                          hint="quantize from an F16/F32 file (`variantlab dequantize` makes one), or pass "
                               "--allow-requantize (every result will say so)")
-    lineage = _quantize_lineage(src, info, requantize)
+    matrix = read_imatrix(imatrix) if imatrix is not None else None  # a bad matrix fails here too
+    lineage = _quantize_lineage(src, info, requantize, matrix)
     rungs = [_rung(store, src, info, ft, lineage) for ft in targets]
     needed = int(sum(r.expected_bytes or info.file_size for r in rungs if r.existing is None) * DISK_MARGIN)
     needed *= 2 if out_dir else 1
@@ -186,7 +186,7 @@ def plan_quantize(ref: str, types: list[str], *, allow_requantize: bool = False,
         raise StoreError(f"the plan needs about {needed / 2**30:.2f} GiB of disk, {free / 2**30:.2f} GiB is free in {store.root}",
                          hint="free some space (`variantlab models gc`) or give fewer --types")
     return QuantizePlan(src, info.file_type or "?", lineage["from_sha256"], requantize, rungs, needed, free,
-                        threads or default_threads(), out_dir, lineage)
+                        threads or default_threads(), out_dir, lineage, matrix)
 
 
 def _targets(types: list[str]) -> list[FileType]:
@@ -199,21 +199,24 @@ def _targets(types: list[str]) -> list[FileType]:
     return list({ft.name: ft for ft in targets}.values())
 
 
-def _quantize_lineage(src: ResolvedModel, info: ModelFile, requantize: bool) -> dict[str, Any]:
+def _quantize_lineage(src: ResolvedModel, info: ModelFile, requantize: bool, matrix: Imatrix | None) -> dict[str, Any]:
     parent = (src.manifest.lineage or {}) if src.manifest else {}
     derived = parent.get("from_type") if parent.get("operation") == "dequantize" else None
+    note = (("requantized from " + str(info.file_type)) if requantize else
+            (f"quantized from an F16 derived from {derived}, not the original weights" if derived else
+             f"quantized from {info.file_type}"))
+    if matrix is not None:
+        note += f", with importance matrix {matrix.path.name} (sha256 {matrix.sha256[:12]})"
     return {"operation": "quantize", "from_name": src.label, "from_sha256": _sha(src), "from_type": info.file_type,
-            "imatrix": None, "requantized": requantize, "tool": llama_cpp_build(),
-            "reference_derived_from": derived,
-            "note": ("requantized from " + str(info.file_type)) if requantize else
-                    (f"quantized from an F16 derived from {derived}, not the original weights" if derived else
-                     f"quantized from {info.file_type}")}
+            "imatrix": matrix.sha256 if matrix else None, "imatrix_info": matrix.describe() if matrix else None,
+            "requantized": requantize, "tool": llama_cpp_build(), "reference_derived_from": derived, "note": note}
 
 
 def _rung(store: Store, src: ResolvedModel, info: ModelFile, ft: FileType, lineage: dict[str, Any]) -> Rung:
     base, _, tag = src.label.rpartition(":")
     base = base or Path(src.label).stem
     suffix = "" if tag.lower() in ("f16", "f32", "bf16", "") else f"-from-{tag.lower()}"
+    suffix += f"-imatrix-{lineage['imatrix'][:8]}" if lineage["imatrix"] else ""
     name = f"{base}:{ft.name.lower()}{suffix}"
     return Rung(ft.name, name, expected_file_bytes(info, ft.name),
                 made_before(store, {**lineage, "to_type": ft.name}))
@@ -258,7 +261,7 @@ def _make_rung(plan: QuantizePlan, rung: Rung, store: Store, progress: ProgressF
     with store.staging(".gguf") as staged:
         start = time.perf_counter()
         quantize_file(str(plan.source.path), str(staged), lookup_file_type(rung.file_type).id, plan.threads,
-                      allow_requantize=plan.requantize, on_progress=lambda done, total: progress(label, done, total))
+                      allow_requantize=plan.requantize, imatrix=plan.imatrix, on_progress=lambda done, total: progress(label, done, total))
         seconds = time.perf_counter() - start
         source = (f"derived:quantize {plan.source_type}→{rung.file_type} from sha256 {plan.source_sha256}"
                   + f" ({plan.lineage['note']})")

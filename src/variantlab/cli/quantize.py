@@ -15,7 +15,7 @@ from .output import human_bytes, print_json, progress_bars, split_list, stdout_c
 def quantize(
     model: Annotated[str, typer.Argument(help="Store name or .gguf path of the source (F16/F32, or quantized with --allow-requantize).")],
     types: Annotated[str, typer.Option("--types", help="Comma-separated llama.cpp file types, e.g. Q2_K,Q4_K_M,Q8_0.")],
-    imatrix: Annotated[Optional[Path], typer.Option(help="Importance matrix (not available through llama-cpp-python: refused with the way round).")] = None,
+    imatrix: Annotated[Optional[Path], typer.Option(help="Importance matrix (.gguf from llama-imatrix); recorded in each output's metadata and lineage.")] = None,
     allow_requantize: Annotated[bool, typer.Option("--allow-requantize", help="Allow a quantized source; every result says so.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also copy each output into this folder.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Quantizer threads (default: one per physical core).")] = None,
