@@ -1,7 +1,8 @@
 """`variantlab quantize` against llama.cpp's `llama-quantize` on the same source, type and threads.
 
-Both are whole commands timed from the outside, interleaved round by round (the machine is
-noisy: compare ratios measured side by side). variantlab's time includes its start-up, the
+Both are whole commands timed from the outside, interleaved round by round, the order
+swapped every round and the disk synced before each (the output of one, still being written
+back, would otherwise slow the next). The machine is noisy: compare ratios measured side by side. variantlab's time includes its start-up, the
 plan, the store's sha256 of the output and the registration; llama-quantize's does not hash.
 "llama.cpp step" is the time of the quantizer call inside variantlab (its child process
 included), without start-up and hashing. The outputs are compared byte for byte (sha256). variantlab runs in a throw-away store that
@@ -106,13 +107,17 @@ def main() -> None:
                        capture_output=True, env={**os.environ, "VARIANTLAB_HOME": str(home)})  # warm the header cache
         for ftype in [t for t in args.types.split(",") if t]:
             ours, step, theirs, same = [], [], [], []
-            for _ in range(args.rounds):
+            for rnd in range(args.rounds):
                 out = Path(tmp) / f"llama-quantize.{ftype}.gguf"
-                seconds, _ = timed([str(binary), *imatrix, str(source.path), str(out), ftype, str(threads)])
-                theirs.append(seconds)
-                seconds, step_s, blob, name = run_variantlab(home, "source", ftype, threads, imatrix)
-                ours.append(seconds)
-                step.append(step_s)
+                for tool in (("llama-quantize", "variantlab") if rnd % 2 == 0 else ("variantlab", "llama-quantize")):
+                    os.sync()  # the previous output's dirty pages are written now, not during the next timing
+                    if tool == "llama-quantize":
+                        seconds, _ = timed([str(binary), *imatrix, str(source.path), str(out), ftype, str(threads)])
+                        theirs.append(seconds)
+                    else:
+                        seconds, step_s, blob, name = run_variantlab(home, "source", ftype, threads, imatrix)
+                        ours.append(seconds)
+                        step.append(step_s)
                 same.append(sha256(out) == sha256(blob))
                 forget(home, blob, name)
                 out.unlink()
