@@ -27,6 +27,18 @@ def pareto_front(points: list[tuple[float, float]], lower_x_better: bool) -> lis
     return front
 
 
+def _label_rows(xs: list[float], ys: list[float]) -> list[int]:
+    """For each point, how many labels of nearby points (left of it, about the same height) its
+    own label must go below, so that labels of rungs that measure alike do not print over each other."""
+    span = (max(xs) - min(xs)) or 1.0
+    rows: list[int] = [0] * len(xs)
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    for n, i in enumerate(order):
+        near = {rows[j] for j in order[:n] if (xs[i] - xs[j]) < 0.22 * span and abs(ys[i] - ys[j]) < 2.5}
+        rows[i] = min(k for k in range(len(xs) + 1) if k not in near)
+    return rows
+
+
 def chart_png(result: dict[str, Any]) -> bytes:
     """Accuracy against memory and against speed, the Pareto front drawn, picks marked."""
     import matplotlib
@@ -50,10 +62,10 @@ def chart_png(result: dict[str, Any]) -> bytes:
         ax.scatter(xs, ys, c=colors, s=46, zorder=3)
         front = sorted(pareto_front(list(zip(xs, ys)), lower_better), key=lambda i: xs[i])
         ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#e07b39", linewidth=1.5, zorder=2,
-                label="Pareto front")
-        for r, x, y in zip(rows, xs, ys):
+                marker="o", markersize=12, markerfacecolor="none", label="Pareto front")  # rings: a front of one shows
+        for r, x, y, lift in zip(rows, xs, ys, _label_rows(xs, ys)):
             tag = r["file_type"] + (f"  [{', '.join(picked[r['model']])}]" if r["model"] in picked else "")
-            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(6, 5 - 11 * lift), fontsize=8)
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel(f"pass@1 (%) on {rows[0]['problems'] if rows else 0} problems, 95% interval")
