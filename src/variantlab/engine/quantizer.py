@@ -1,18 +1,24 @@
 """llama.cpp's quantizer (``llama_model_quantize``) run in a child process.
 
 A crash in llama.cpp (a malformed source it did not expect) ends the child, not the tool:
-the caller gets ``EngineCrashed``. The child is forked, not spawned, because the quantizer
-needs nothing of Python beyond ctypes and a fresh interpreter would cost a second of start-up
-on a job that llama-quantize does in a few seconds. Its per-tensor log lines ("[ 12/ 290] …")
-come back as progress.
+the caller gets ``EngineCrashed``. The child is a fresh interpreter running this module, not
+a fork: llama.cpp's quantizer starts OpenMP threads for some types (the IQ grids), and OpenMP
+cannot start again in a child forked from a process that already ran it (such a child waited
+forever). It is started with ``python -m`` rather than through multiprocessing, which would
+import the caller's whole main module again (half a second for the CLI). The job goes in as
+one JSON line; progress ("[ 12/ 290] …" in llama.cpp's log) and the outcome come back as
+JSON lines.
 """
 
 from __future__ import annotations
 
 import ctypes
-import multiprocessing as mp
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .child import EngineCrashed
@@ -21,6 +27,7 @@ from .llama import EngineError, _capture_llama_logs, llama_reason
 if TYPE_CHECKING:
     from ..imatrix import Imatrix
 
+MARK = "@variantlab-quantizer "
 _TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 
 
@@ -52,57 +59,73 @@ def _with_imatrix(params: Any, imatrix: Imatrix, label: str) -> list[Any]:
     return [entries, kv, imatrix]
 
 
-def _child(conn: Any, src: str, dst: str, ftype: int, threads: int, allow_requantize: bool,
-           imatrix: Imatrix | None, imatrix_label: str) -> None:
+def _child_main() -> None:
+    """The child: read the job, quantize, report progress and the outcome on stdout."""
     import llama_cpp as L
+
+    job = json.loads(sys.stdin.readline())
+
+    def say(message: dict[str, Any]) -> None:
+        sys.stdout.write(MARK + json.dumps(message) + "\n")
+        sys.stdout.flush()
 
     def on_log(text: bytes) -> None:
         found = _TENSOR_LINE.search(text)
         if found:
-            conn.send(("progress", (int(found.group(1)), int(found.group(2)))))
+            say({"progress": [int(found.group(1)), int(found.group(2))]})
 
     _capture_llama_logs(on_log)
     params = L.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = threads
-    params.allow_requantize = allow_requantize
-    alive = _with_imatrix(params, imatrix, imatrix_label) if imatrix is not None else []
-    rc = L.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
-    conn.send(("done", rc, llama_reason() if rc != 0 else ""))
+    params.ftype = job["ftype"]
+    params.nthread = job["threads"]
+    params.allow_requantize = job["allow_requantize"]
+    alive: list[Any] = []
+    if job["imatrix"]:
+        from ..imatrix import read_imatrix
+
+        matrix = read_imatrix(Path(job["imatrix"]))
+        if matrix.sha256 != job["imatrix_sha256"]:
+            say({"rc": -1, "reason": f"the importance matrix {job['imatrix']} changed after the plan was made"})
+            return
+        alive = _with_imatrix(params, matrix, job["imatrix"])
+    rc = L.llama_model_quantize(job["src"].encode(), job["dst"].encode(), ctypes.byref(params))
+    say({"rc": rc, "reason": llama_reason() if rc != 0 else ""})
     del alive
-    conn.close()
 
 
 def quantize_file(src: str, dst: str, ftype: int, threads: int, *, allow_requantize: bool = False,
                   imatrix: Imatrix | None = None, on_progress: Callable[[int, int], None] | None = None) -> None:
     """Write ``src`` quantized to llama.cpp file type ``ftype`` at ``dst``; raise if llama.cpp refuses or dies.
     With ``imatrix``, the file records the matrix as llama-quantize does, under the path it was given by."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, src, dst, ftype, threads, allow_requantize, imatrix,
-                                                   str(imatrix.path) if imatrix else ""), daemon=True)
-    proc.start()
-    child.close()
+    job = {"src": src, "dst": dst, "ftype": ftype, "threads": threads, "allow_requantize": allow_requantize,
+           "imatrix": str(imatrix.path) if imatrix else None, "imatrix_sha256": imatrix.sha256 if imatrix else None}
+    proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     try:
-        while True:
-            try:
-                message = parent.recv()
-            except EOFError:
-                proc.join()
-                code = proc.exitcode
-                how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                raise EngineCrashed(f"llama.cpp's quantizer died ({how}) on {src}") from None
-            if message[0] == "progress":
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(job) + "\n")
+        proc.stdin.close()
+        for line in proc.stdout:
+            if not line.startswith(MARK):
+                continue  # anything else a library printed
+            message = json.loads(line[len(MARK):])
+            if "progress" in message:
                 if on_progress:
-                    on_progress(*message[1])
+                    on_progress(*message["progress"])
                 continue
-            _, rc, reason = message
-            if rc != 0:
-                raise EngineError(f"llama.cpp could not quantize {src} (code {rc}): {reason}")
+            if message["rc"] != 0:
+                raise EngineError(f"llama.cpp could not quantize {src} (code {message['rc']}): {message['reason']}")
             return
+        code = proc.wait()
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        raise EngineCrashed(f"llama.cpp's quantizer died ({how}) on {src}")
     finally:
-        parent.close()
-        proc.join(timeout=2)
-        if proc.is_alive():  # interrupted, or a reply that never came: stop the quantizer now
+        if proc.poll() is None:  # interrupted, or a reply that never came: stop the quantizer now
             proc.kill()
-            proc.join()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+if __name__ == "__main__":
+    _child_main()
