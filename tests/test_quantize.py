@@ -171,10 +171,12 @@ def test_bad_imatrix_files_are_refused_before_work(float_source: str, tmp_path: 
     for t in reader.tensors:
         writer.add_tensor(t.name, np.array(t.data))
     writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(bare.read_bytes()[:3000])
     for path, needle in ((tmp_path / "missing.gguf", "no such file"), (legacy, "llama-imatrix --in-file"),
-                         (tmp_path / "nometa.gguf", "no imatrix metadata")):
+                         (tmp_path / "nometa.gguf", "no imatrix metadata"), (truncated, "truncated or corrupt")):
         result = cli("quantize", float_source, "--types", "Q4_K_M", "--imatrix", str(path))
-        assert result.code == 2 and needle in result.err, result.err
+        assert result.code == 2 and needle in result.err and len(result.err.strip().splitlines()) == 1, result.err
     other = write_float_model(tmp_path / "wide.F32.gguf", n_layers=4, n_embd=512, n_ff=1024)
     wrong = write_imatrix(tmp_path / "wrong.gguf", other)  # rows of 512 for a model with rows of 256
     before = len(list(Store().manifests()))

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import ModelFileError, UsageError
+from .modelfile import open_reader
 from .store.files import sha256_file
 
 SUMS, COUNTS = ".in_sum2", ".counts"
-GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,12 @@ class Imatrix:
 
 def read_imatrix(path: Path) -> Imatrix:
     """Read and check an imatrix GGUF; a bad file fails here, before any quantization starts."""
-    import gguf
-
-    if not path.is_file():
-        raise UsageError(f"--imatrix {path}: no such file", hint="give the .gguf file that llama-imatrix wrote")
-    with path.open("rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise UsageError(f"--imatrix {path} is not a GGUF file (an old .dat matrix?)",
-                             hint="convert it with llama.cpp's `llama-imatrix --in-file OLD.dat -o NEW.gguf`")
     try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"--imatrix {path} cannot be read as GGUF: {exc}", hint="check the file is whole") from None
+        reader = open_reader(path)  # the project's one GGUF reader: bounded, every corruption a ModelFileError
+    except ModelFileError as exc:
+        raise UsageError(f"--imatrix {path}: {exc.problem}",
+                         hint="give the .gguf file that llama-imatrix wrote; an old .dat matrix converts with "
+                              "`llama-imatrix --in-file OLD.dat -o NEW.gguf`") from None
     meta = {name: reader.fields[name].contents() for name in
             ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size") if name in reader.fields}
     if len(meta) < 3:
