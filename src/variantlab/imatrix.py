@@ -53,7 +53,8 @@ def read_imatrix(path: Path) -> Imatrix:
                          hint="use a matrix written by llama-imatrix")
     tensors = {t.name: t for t in reader.tensors}
     entries = {}
-    for name in sorted(n[: -len(SUMS)] for n in tensors if n.endswith(SUMS)):
+    names = {n[: -len(suffix)] for n in tensors for suffix in (SUMS, COUNTS) if n.endswith(suffix)}
+    for name in sorted(names):  # a half without its other half is refused, as llama.cpp's loader does
         entries[name] = _normalized(path, name, tensors.get(name + SUMS), tensors.get(name + COUNTS))
     if not entries:
         raise UsageError(f"--imatrix {path} holds no importance data", hint="use a matrix written by llama-imatrix")
