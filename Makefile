@@ -12,7 +12,7 @@ DEFAULT_MODEL := qwen2.5-coder-0.5b-instruct:q4_k_m
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test install model browser
+.PHONY: run test install model browser sandbox
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 model: install
 	$(VL) models fetch $(DEFAULT_MODEL)
 
-run: model
+run: model sandbox
 	$(VL) inspect $(DEFAULT_MODEL)
 	$(VL) ladder $(DEFAULT_MODEL) --suite quick --task chat --ctx 8192
 	$(VL) report --html variantlab-report.html
@@ -36,7 +36,13 @@ browser:
 	{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium chromium-driver >/dev/null || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; }
 
+# The sandbox for generated code needs bubblewrap (user, mount, PID and network namespaces).
+sandbox:
+	@command -v bwrap >/dev/null || \
+	{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q bubblewrap >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; }
+
 # pytest exits 5 when it selects no test: say so instead of failing obscurely.
-test: model browser
+test: model browser sandbox
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest selected no tests"; exit 0; fi; exit $$rc

@@ -41,7 +41,7 @@ def test_code_extracted_from_replies_passes_the_tests(reply: str) -> None:
 
 
 def test_program_layout_is_human_evals() -> None:
-    assert he.program(P0, "X") == P0.prompt + "X" + "\n" + P0.test + "\n" + "check(has_close_elements)"
+    assert he.program(P0, "X").text == P0.prompt + "X" + "\n" + P0.test + "\n" + "check(has_close_elements)"
 
 
 def test_dataset_is_the_164_problems_with_a_stable_hash() -> None:

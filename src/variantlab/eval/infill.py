@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..knowledge import load_data
 from ..modelfile import ModelFile
 from . import humaneval as he
+from .sandbox import Program
 
 LINE_STOPS = ["\n"]
 
@@ -38,10 +39,11 @@ class Hole:
     suffix: str
     middle: str
 
-    def program(self, infill: str) -> str:
+    def program(self, infill: str) -> Program:
         if infill and not infill.endswith("\n"):
             infill += "\n"
-        return self.prefix + infill + self.suffix + "\n" + self.problem.test + "\n" + f"check({self.problem.entry_point})"
+        p = self.problem
+        return Program(self.prefix + infill + self.suffix, p.test, p.entry_point, context=p.prompt)
 
 
 def _body_lines(solution: str) -> list[int]:
@@ -80,7 +82,7 @@ def wrong_infill(hole: Hole) -> str:
     return f"{indent}raise RuntimeError('variantlab canary: wrong infill')\n"
 
 
-def canary_programs(limit: int | None = None) -> tuple[list[str], list[str]]:
+def canary_programs(limit: int | None = None) -> tuple[list[Program], list[Program]]:
     every = holes(limit)
     return [h.program(h.middle) for h in every], [h.program(wrong_infill(h)) for h in every]
 

