@@ -188,3 +188,18 @@ def test_hf_missing_file_and_non_model(hub) -> None:  # type: ignore[no-untyped-
     with pytest.raises(ModelFileError, match="not a GGUF file"):
         fetch("hf:someone/tiny-GGUF/README.md")
     assert_nothing_registered(Store())
+
+
+def test_a_manifest_whose_sha256_is_a_path_is_refused(tiny_model: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """A hand-edited manifest must not make `models path` or `inspect` read a file outside the store."""
+    store = Store()
+    fetch(f"file:{tiny_model}", name="tiny")
+    path = store.manifests_dir / "tiny.json"
+    data = json.loads(path.read_text())
+    data["sha256"] = "../../../../etc/passwd"
+    path.write_text(json.dumps(data))
+    for args in (("models", "path", "tiny"), ("inspect", "tiny")):
+        result = cli(*args)
+        assert result.code == 2 and "not 64 hex digits" in result.err and "/etc/passwd\n" not in result.out, result.err
+    with pytest.raises(StoreError, match="not a sha256"):
+        store.blob_path("../x")

@@ -32,6 +32,11 @@ from ..modelfile import read_model_file
 from .files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file
 
 
+def is_sha256(value: object) -> bool:
+    """64 lower-case hex digits: the only form a blob's name may take."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What the store knows of one named model."""
@@ -92,6 +97,10 @@ class Store:
         return self.root / "tmp"
 
     def blob_path(self, sha256: str) -> Path:
+        """Where the blob of ``sha256`` lives; anything but 64 hex digits is refused, so a hand-edited
+        manifest or lock cannot name a path outside the store (``../../etc/passwd``)."""
+        if not is_sha256(sha256):
+            raise StoreError(f"{sha256!r} is not a sha256 (64 hex digits)", hint="fix or remove the manifest or lock entry that names it")
         return self.blobs_dir / sha256
 
     def manifest_path(self, name: str) -> Path:
@@ -112,7 +121,10 @@ class Store:
     def _load_manifest(self, path: Path) -> Manifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return Manifest(**data)
+            manifest = Manifest(**data)
+            if not is_sha256(manifest.sha256):
+                raise ValueError(f"its sha256 {manifest.sha256!r} is not 64 hex digits")
+            return manifest
         except (OSError, ValueError, TypeError) as exc:
             raise StoreError(
                 f"manifest {path} is unreadable: {exc}", hint="remove it and fetch the model again"
