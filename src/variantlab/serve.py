@@ -15,13 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import EngineSettings
@@ -60,6 +60,18 @@ class ServeConfig:
 
 # -- requests -------------------------------------------------------------------------------------
 
+def _encodable(text: str) -> str:
+    """Refuse text that is not Unicode the engine can encode (a lone surrogate such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"holds a lone surrogate at character {exc.start}; send valid Unicode text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]  # every string a request hands to the engine
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
@@ -71,18 +83,18 @@ class _Sampling(_Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int = Field(40, ge=0, le=1000)
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: Text | list[Text]
 
 
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 class ChatRequest(_Sampling):
@@ -93,16 +105,16 @@ class ChatRequest(_Sampling):
 class InfillRequest(_Strict):
     """llama-server's /infill shape, as editor plugins send it."""
 
-    input_prefix: str
-    input_suffix: str = ""
-    prompt: str = ""
+    input_prefix: Text
+    input_suffix: Text = ""
+    prompt: Text = ""
     n_predict: int | None = None
     max_tokens: int | None = None
     temperature: float = Field(0.0, ge=0, le=5)
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int = Field(40, ge=0, le=1000)
     seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
+    stop: list[Text] = Field(default_factory=list)
     stream: bool = False
 
 

@@ -139,6 +139,16 @@ def test_infill_fills_a_gap_in_a_python_function(server: str) -> None:
     ("/infill", {"input_suffix": "x"}, 400, "input_prefix"),
     ("/infill", {"input_prefix": "x", "n_predict": 100000}, 400, "cap of 256"),
     ("/v1/nothing", {}, 404, "Not Found"),
+    # a lone surrogate in every text field that reaches the engine: one 400, the server lives on
+    ("/v1/completions", {"prompt": "a\ud800"}, 400, "lone surrogate"),
+    ("/v1/completions", {"prompt": ["a\udfff"]}, 400, "lone surrogate"),
+    ("/v1/completions", {"prompt": "a", "stop": "\ud800"}, 400, "lone surrogate"),
+    ("/v1/completions", {"prompt": "a", "stop": ["x", "\ud800"]}, 400, "lone surrogate"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi \ud800"}]}, 400, "lone surrogate"),
+    ("/infill", {"input_prefix": "\ud800"}, 400, "lone surrogate"),
+    ("/infill", {"input_prefix": "x", "input_suffix": "\udc00"}, 400, "lone surrogate"),
+    ("/infill", {"input_prefix": "x", "prompt": "\ud800"}, 400, "lone surrogate"),
+    ("/infill", {"input_prefix": "x", "stop": ["\ud800"]}, 400, "lone surrogate"),
 ])
 def test_bad_requests_get_4xx_and_the_server_goes_on(server: str, path: str, body, status: int, needle: str) -> None:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -216,3 +226,37 @@ def test_a_new_request_never_cuts_another_stream_short(server: str) -> None:
     metrics = httpx.get(f"{server}/metrics", headers=auth(), timeout=5).text
     assert "variantlab_completion_tokens_total" in metrics and "variantlab_request_seconds_bucket" in metrics
     assert "variantlab_queue_length" in metrics
+
+
+def test_a_dead_engine_ends_the_server_instead_of_a_503_zombie(tmp_path: Path, default_model: str, real_store) -> None:
+    """Kill the engine child: the server exits non-zero within seconds, saying why (issue 15, point 1)."""
+    import psutil
+
+    env = {**os.environ, "VARIANTLAB_HOME": str(tmp_path)}
+    source = real_store.resolve(default_model).path
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "variantlab.cli.app", "serve", str(source), "--port", str(port),
+                                 "--parallel", "1", "--ctx", "512", "--max-tokens-cap", "16"], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "the engine child was not found"
+        for child in children:
+            child.kill()
+        assert proc.wait(timeout=20) == 3
+        assert "stopping (exit code 3)" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -26,6 +27,7 @@ def serve(
     config = ServeConfig(host=host, port=port, parallel=parallel, ctx=ctx, max_tokens_cap=max_tokens_cap,
                          api_key=api_key or None, threads=threads)
     served = start(model, config)
+    served.engine.on_death = _exit_on_engine_death
     try:
         m = served.resolved.manifest
         print(f"variantlab serve: {served.model_id} = {served.resolved.path}"
@@ -36,3 +38,9 @@ def serve(
         uvicorn.run(create_app(served), host=host, port=port, log_level="warning", access_log=False)
     finally:
         served.engine.close()
+
+
+def _exit_on_engine_death(reason: str) -> None:
+    """The engine stopped serving: end the server with exit code 3 rather than answer 503 forever."""
+    print(f"variantlab serve: {reason}; stopping (exit code 3)", file=sys.stderr, flush=True)
+    os._exit(3)

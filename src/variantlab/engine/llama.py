@@ -416,7 +416,11 @@ class LlamaEngine:
     def release(self, s: _Sequence) -> None:
         """Free a finished (or abandoned) sequence's sampler and its cells of the KV cache."""
         L.llama_sampler_free(s.sampler)
-        L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), s.seq_id, -1, -1)
+        self.release_slot(s.seq_id)
+
+    def release_slot(self, seq_id: int) -> None:
+        """Free a slot's cells of the KV cache (what a request that failed while starting left there)."""
+        L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), seq_id, -1, -1)
 
     def _accept(self, s: _Sequence, token: int) -> None:
         if self.is_end(token):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +83,9 @@ def serve_loop(engine: LlamaEngine, poll: Callable[[float | None], bool], recv: 
                     live[slot] = _start(engine, slot, request, per_slot)
                 except EngineError as exc:
                     out.append((request.id, "", {"error": exc.message, "status": 400, "code": getattr(exc, "code", None)}))
+                except Exception as exc:  # a bug met by this request: it fails alone, the loop goes on
+                    engine.release_slot(slot)
+                    out.append((request.id, "", _internal_error(request.id, exc)))
         if not waiting and engine.compact([s.seq for s in live.values()]):
             live = {s.seq.seq_id: s for s in live.values()}
         engine.step([s.seq for s in live.values() if not s.seq.done])
@@ -93,6 +98,14 @@ def serve_loop(engine: LlamaEngine, poll: Callable[[float | None], bool], recv: 
                 del live[slot]
         if out:
             send(("step", out))
+
+
+def _internal_error(request_id: int, exc: BaseException) -> dict[str, Any]:
+    """The error record of a request that met a bug, logged with its id (the child's stderr is the server's)."""
+    print(f"variantlab serve: request {request_id} failed: {''.join(traceback.format_exception(exc)).rstrip()}",
+          file=sys.stderr, flush=True)
+    return {"error": f"internal error ({type(exc).__name__}) in request {request_id}; it is logged", "status": 500,
+            "code": "internal_error"}
 
 
 def _start(engine: LlamaEngine, slot: int, request: _Request, per_slot: int) -> _Stream:
@@ -159,6 +172,10 @@ class ServingEngine:
     alive: bool = False
     specials: dict[str, str] = field(default_factory=dict)
     has_fim: bool = False
+    # Called (from the reader thread) with the reason when the engine stops serving by itself: the
+    # server must then end, not linger answering 503 (the CLI exits non-zero).
+    on_death: Callable[[str], None] | None = None
+    _closing: bool = False
 
     def start(self) -> None:
         self._engine = EngineProcess(self.model_path, self.settings).__enter__()
@@ -196,12 +213,16 @@ class ServingEngine:
 
     def _read(self) -> None:
         assert self._engine is not None
+        reason = "the engine's serving loop ended"
         while True:
             try:
                 message = self._engine.receive_raw()
-            except (EngineCrashed, EOFError, OSError):
+            except (EngineCrashed, EOFError, OSError) as exc:
+                reason = str(exc)
                 break
             if message[0] != "step":
+                if message[0] == "error":
+                    reason = f"the engine's serving loop failed: {message[2]}"
                 break  # the loop's return value after "stop", or an error
             for request_id, text, done in message[1]:
                 target = self._queues.get(request_id)
@@ -211,10 +232,13 @@ class ServingEngine:
         for loop, queue in list(self._queues.values()):
             loop.call_soon_threadsafe(queue.put_nowait, Piece("", {"error": "the engine process died", "status": 503,
                                                                    "code": "engine_down"}))
+        if not self._closing and self.on_death is not None:
+            self.on_death(reason)
 
     def close(self) -> None:
         if self._engine is None:
             return
+        self._closing = True
         if self.alive:
             with self._lock:
                 self._engine.post_raw(("stop",))
