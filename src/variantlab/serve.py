@@ -216,8 +216,8 @@ def create_app(served: Served) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        ok = served.engine.alive
-        return JSONResponse({"status": "ok" if ok else "engine down", "model": served.model_id}, status_code=200 if ok else 503)
+        ok = served.engine.alive  # the status alone: no model id or path for whoever asks without a key
+        return JSONResponse({"status": "ok" if ok else "engine down"}, status_code=200 if ok else 503)
 
     @app.get("/v1/models", dependencies=guard)
     async def list_models() -> dict[str, Any]:
@@ -531,17 +531,29 @@ class _BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _too_large(self.limit)(scope, receive, send)
             return
-        seen = 0
-
-        async def counted() -> dict[str, Any]:
-            nonlocal seen
+        # A body without a declared length (chunked) is read here, up to the limit, before the app sees it,
+        # so one over the limit gets the same 413 (an error raised inside the app's body parsing became a 400).
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.limit:
-                raise ApiError(413, f"the request body is over {self.limit} bytes")
-            return message
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
 
-        await self.app(scope, counted, send)
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> JSONResponse:

@@ -166,6 +166,23 @@ def test_body_over_the_limit_is_refused(server: str) -> None:
     alive(server)
 
 
+def test_a_chunked_body_over_the_limit_is_413_too(server: str) -> None:
+    def chunks():  # no Content-Length: httpx sends an iterator with Transfer-Encoding: chunked
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"a" * 65536
+        yield b'"}'
+
+    r = httpx.post(f"{server}/v1/completions", content=chunks(), headers={**auth(), "Content-Type": "application/json"},
+                   timeout=60)
+    assert r.status_code == 413, r.text
+    alive(server)
+
+
+def test_health_shows_only_the_status(server: str) -> None:
+    assert httpx.get(f"{server}/health", timeout=5).json() == {"status": "ok"}
+
+
 def test_api_key_on_every_route_but_health_and_no_cors(server: str) -> None:
     for path in ("/v1/models", "/metrics"):
         assert httpx.get(f"{server}{path}", timeout=5).status_code == 401
