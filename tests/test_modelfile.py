@@ -109,3 +109,12 @@ def test_truncation_anywhere_is_a_model_file_error(tmp_path: Path) -> None:
         if label.startswith("truncated"):
             with pytest.raises(ModelFileError, match="truncated|corrupt|not a GGUF"):
                 read_model_file(path)
+
+
+def test_a_metadata_array_nested_thousands_deep_is_one_line_exit_2(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    key = b"general.nested"
+    body = struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)
+    body += struct.pack("<IQ", 9, 1) * 5000 + struct.pack("<IQ", 0, 0)
+    path = write_raw_header(tmp_path / "nested.gguf", tensor_count=0, kv_count=1, body=body)
+    result = cli("inspect", str(path))
+    assert result.code == 2 and "nested deeper" in result.err and "Traceback" not in result.err, result.err

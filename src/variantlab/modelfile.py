@@ -180,6 +180,9 @@ def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
         return _BoundedReader(p)
     except _Corrupt as exc:
         raise ModelFileError(p, str(exc)) from None
+    except RecursionError:  # gguf reads nested arrays recursively; a hostile file nests thousands deep
+        raise ModelFileError(p, "corrupt GGUF: a metadata array is nested deeper than Python's recursion limit",
+                             hint="no real model nests arrays; the file is damaged or hostile") from None
     except (ValueError, IndexError, KeyError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         raise ModelFileError(p, f"corrupt GGUF: {type(exc).__name__}: {exc}") from None
 
