@@ -203,3 +203,20 @@ def test_a_manifest_whose_sha256_is_a_path_is_refused(tiny_model: Path, cli) -> 
         assert result.code == 2 and "not 64 hex digits" in result.err and "/etc/passwd\n" not in result.out, result.err
     with pytest.raises(StoreError, match="not a sha256"):
         store.blob_path("../x")
+
+
+def test_what_a_killed_fetch_left_in_tmp_is_cleaned_at_the_next_fetch(tiny_model: Path) -> None:
+    """kill -9 during a fetch leaves a .part file and a staging folder; the next store operation removes
+    them, and leaves alone what a live process is still writing."""
+    import os
+
+    store = Store()
+    store.tmp_dir.mkdir(parents=True)
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    (store.tmp_dir / f"{dead}-0123abcd.part").write_bytes(b"half a model")
+    (store.tmp_dir / f"{dead}-pypi-x1y2").mkdir()
+    (store.tmp_dir / f"{dead}-pypi-x1y2" / "part01.whl").write_bytes(b"x")
+    live = store.tmp_dir / f"{os.getpid()}-ffff.part"
+    live.write_bytes(b"in use")
+    fetch(f"file:{tiny_model}", name="tiny")
+    assert sorted(p.name for p in store.tmp_dir.iterdir()) == [live.name]

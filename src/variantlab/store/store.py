@@ -18,6 +18,8 @@ import difflib
 import fcntl
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,16 @@ from .. import config
 from ..errors import IntegrityError, ModelFileError, StoreError, UnknownModelError
 from ..modelfile import read_model_file
 from .files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: not ours to judge
+    return True
 
 
 def is_sha256(value: object) -> bool:
@@ -170,11 +182,32 @@ class Store:
     def staging(self, suffix: str = ".part") -> Iterator[Path]:
         """A fresh path in the store's tmp dir, removed afterwards unless it was committed."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_stale_staging()
         path = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
         try:
             yield path
         finally:
             path.unlink(missing_ok=True)
+
+    def staging_dir(self, kind: str) -> tempfile.TemporaryDirectory[str]:
+        """A temporary folder in tmp/ named after this process, so a later run can tell it is stale."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_stale_staging()
+        return tempfile.TemporaryDirectory(dir=self.tmp_dir, prefix=f"{os.getpid()}-{kind}-")
+
+    def clean_stale_staging(self) -> list[Path]:
+        """Remove what killed fetches left in tmp/: entries named after a process that no longer runs."""
+        removed = []
+        for entry in self.tmp_dir.iterdir() if self.tmp_dir.is_dir() else ():
+            owner = entry.name.split("-", 1)[0]
+            if not owner.isdigit() or _process_alive(int(owner)):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+        return removed
 
     def commit(
         self,
