@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from variantlab.explain import explain_name
@@ -90,3 +92,18 @@ def test_cli_explain_reports_name_header_disagreement(cli, tmp_path) -> None:  #
     assert "the name says Q5_K_M, the file says Q4_K_M" in " ".join(r.out.split())
     honest = write_tiny_model(tmp_path / "tiny-1m-instruct.Q4_K_M.gguf")
     assert cli("explain", str(honest)).code == 0
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "symlink loop"])
+def test_explain_on_something_that_is_not_a_file_says_it_could_not_read_it(tmp_path: Path, cli, kind: str) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    path = tmp_path / "codellama-13b-instruct.Q4_K_M.gguf"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(path)
+    result = cli("explain", str(path))
+    assert result.code == 2 and "could not read the file" in result.err, (result.code, result.err)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,8 @@ def explain_variant(ref: str, *, store: Store | None = None) -> tuple[VariantNam
         path = store.blob_path(manifest.sha256)
     else:
         path = Path(ref).expanduser()
-        if not path.is_file():
-            return explain_name(ref), None
+        if not os.path.lexists(path):
+            return explain_name(ref), None  # a name only
+        # something is there: a file to check, or a folder, FIFO or broken link the reader names as such
     claims = explain_name(ref)
     return claims, compare_with_file(claims, read_model_file(path))

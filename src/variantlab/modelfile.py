@@ -169,9 +169,11 @@ def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
     """A bounded GGUFReader over ``path``, or ModelFileError naming the path and the problem."""
     p = Path(path)
     if not p.exists():
+        if os.path.islink(p):
+            raise ModelFileError(p, "could not read the file: a symbolic link that loops or points nowhere")
         raise ModelFileError(p, "no such file", hint="give a GGUF path or a name from `variantlab models list`")
     if not p.is_file():
-        raise ModelFileError(p, "not a regular file")
+        raise ModelFileError(p, "could not read the file: not a regular file (a folder, FIFO or device)")
     with p.open("rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
