@@ -222,6 +222,17 @@ def _from_record(data: dict[str, Any], path: Path) -> ModelFile:
 def _read_model_file(path: str | os.PathLike[str]) -> ModelFile:
     reader = open_reader(path)
     p = Path(path)
+    try:
+        return _model_file(reader, p)
+    except ModelFileError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, AttributeError) as exc:
+        # field values are decoded lazily (a string that is not UTF-8, a count past its data)
+        raise ModelFileError(p, f"corrupt GGUF: {type(exc).__name__}: {exc}") from None
+
+
+def _model_file(reader: gguf.GGUFReader, p: Path) -> ModelFile:
+    """The report of an opened reader (the header's facts, each decoded once)."""
     arch = _scalar(reader, "general.architecture")
     if not isinstance(arch, str):
         raise ModelFileError(p, "no general.architecture key: not a model file")
