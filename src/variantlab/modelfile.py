@@ -36,6 +36,9 @@ class _Corrupt(ValueError):
     """Raised inside the reader; turned into ModelFileError with the path."""
 
 
+_GGML_MAX_DIMS = 4
+
+
 class _BoundedReader(gguf.GGUFReader):
     """gguf.GGUFReader with every read and every declared count checked against the file."""
 
@@ -69,6 +72,49 @@ class _BoundedReader(gguf.GGUFReader):
         if int(count) * _MIN_TENSOR_INFO_BYTES > self._remaining(offs):
             raise _Corrupt(f"truncated or corrupt: header declares {int(count)} tensors, more than the file can hold")
         return super()._build_tensor_info(offs, count)
+
+    def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+        """llama.cpp's structural rules for the tensor table (gguf.cpp, with its wording where it has one),
+        checked before gguf builds arrays over the data: what llama.cpp would refuse at load is refused here."""
+        field = self.fields.get("general.alignment")
+        alignment = int(field.parts[-1][0]) if field is not None else gguf.GGUF_DEFAULT_ALIGNMENT
+        if alignment <= 0 or alignment & (alignment - 1):
+            raise _Corrupt(f"alignment {alignment} is not a power of two")
+        expected = 0
+        for tensor in fields:
+            _, name_data, n_dims_part, dims, raw_dtype, offset_part = tensor.parts
+            name = bytes(name_data).decode("utf-8", "replace")
+            expected = self._check_tensor(name, int(n_dims_part[0]), [int(d) for d in dims], int(raw_dtype[0]),
+                                          int(offset_part[0]), expected, alignment, start_offs)
+        super()._build_tensors(start_offs, fields)
+
+    def _check_tensor(self, name: str, n_dims: int, dims: list[int], raw_type: int, offset: int, expected: int,
+                      alignment: int, start_offs: int) -> int:
+        """Check one tensor's entry; return where the next tensor's data must start."""
+        if n_dims > _GGML_MAX_DIMS:
+            raise _Corrupt(f"tensor '{name}' has invalid number of dimensions: {n_dims} > {_GGML_MAX_DIMS}")
+        if n_dims == 0 or 0 in dims:
+            raise _Corrupt(f"tensor '{name}' has {'no dimensions' if n_dims == 0 else 'a dimension of 0'} {tuple(dims)}: "
+                           "llama.cpp's model loader cannot use it")
+        elements = 1
+        for d in dims:
+            elements *= d
+        if elements >= 2 ** 63:
+            raise _Corrupt(f"total number of elements in tensor '{name}' with shape {tuple(dims)} is >= INT64_MAX")
+        try:
+            block, type_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(raw_type)]
+        except (ValueError, KeyError):
+            raise _Corrupt(f"tensor '{name}' has invalid ggml type {raw_type}") from None
+        if dims[0] % block:
+            raise _Corrupt(f"tensor '{name}' of type {raw_type} has {dims[0]} elements per row, "
+                           f"not a multiple of block size ({block})")
+        if offset != expected:
+            raise _Corrupt(f"tensor '{name}' has offset {offset}, expected {expected} (tensors overlap or leave a gap)")
+        n_bytes = elements // block * type_bytes
+        end = start_offs + offset + n_bytes
+        if end > len(self.data):
+            raise _Corrupt(f"truncated or corrupt: tensor '{name}' ends at byte {end}, past the file's end at byte {len(self.data)}")
+        return offset + (n_bytes + alignment - 1) // alignment * alignment
 
     def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
         if raw_type == gguf.GGUFValueType.ARRAY:
