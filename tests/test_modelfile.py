@@ -118,3 +118,43 @@ def test_a_metadata_array_nested_thousands_deep_is_one_line_exit_2(tmp_path: Pat
     path = write_raw_header(tmp_path / "nested.gguf", tensor_count=0, kv_count=1, body=body)
     result = cli("inspect", str(path))
     assert result.code == 2 and "nested deeper" in result.err and "Traceback" not in result.err, result.err
+
+
+def _raw_model(path: Path, tensors: list[tuple[str, list[int], int, int]], data_bytes: int, arch: bool = True) -> Path:
+    """A GGUF with general.architecture and the given tensor infos (name, dims, type, offset), then zeros."""
+    kv = gguf_string(b"general.architecture") + struct.pack("<I", 8) + gguf_string(b"llama") if arch else b""
+    infos = b""
+    for name, dims, kind, offset in tensors:
+        infos += gguf_string(name.encode()) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
+        infos += struct.pack("<IQ", kind, offset)
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 1 if arch else 0) + kv + infos
+    head += b"\0" * (-len(head) % 32)
+    path.write_bytes(head + b"\0" * data_bytes)
+    return path
+
+
+@pytest.mark.parametrize("tensors, data, message", [
+    ([("a", [4] * 9, 0, 0)], 1 << 20, "invalid number of dimensions: 9 > 4"),
+    ([("a", [64], 0, 0), ("b", [64], 0, 128)], 512, "has offset 128, expected 256"),  # b overlaps a
+    ([("a", [64], 0, 2 ** 63)], 512, "has offset"),  # an offset that overflows past the file
+    ([("a", [64], 0, 0)], 100, "past the file's end"),
+    ([("a", [2 ** 32, 2 ** 32], 0, 0)], 512, ">= INT64_MAX"),
+    ([("a", [0, 4], 0, 0)], 512, "a dimension of 0"),
+    ([("a", [], 0, 0)], 512, "no dimensions"),
+    ([("a", [100], 12, 0)], 512, "not a multiple of block size (256)"),  # Q4_K rows of 100
+    ([("a", [64], 99, 0)], 512, "invalid ggml type 99"),
+    ([], 0, "no tensors"),
+])
+def test_files_llama_cpp_refuses_are_refused_before_registering(tmp_path: Path, cli, tensors, data, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = _raw_model(tmp_path / "hostile.gguf", tensors, data)
+    result = cli("inspect", str(path))
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
+    fetched = cli("models", "fetch", f"file:{path}", "--name", "hostile")
+    assert fetched.code == 2 and cli("models", "list", "--json").out.count("hostile") == 0
+
+
+def test_a_well_formed_raw_model_is_read(tmp_path: Path) -> None:
+    from variantlab.modelfile import read_model_file
+
+    info = read_model_file(_raw_model(tmp_path / "ok.gguf", [("a", [64], 0, 0), ("b", [64], 0, 256)], 512))
+    assert info.architecture == "llama"

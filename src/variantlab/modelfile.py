@@ -279,6 +279,8 @@ def _read_model_file(path: str | os.PathLike[str]) -> ModelFile:
 
 def _model_file(reader: gguf.GGUFReader, p: Path) -> ModelFile:
     """The report of an opened reader (the header's facts, each decoded once)."""
+    if not reader.tensors:
+        raise ModelFileError(p, "the file has no tensors: a GGUF without weights is not a model (llama.cpp's loader fails on it)")
     arch = _scalar(reader, "general.architecture")
     if not isinstance(arch, str):
         raise ModelFileError(p, "no general.architecture key: not a model file")
