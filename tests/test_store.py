@@ -203,6 +203,10 @@ def test_a_manifest_whose_sha256_is_a_path_is_refused(tiny_model: Path, cli) -> 
         assert result.code == 2 and "not 64 hex digits" in result.err and "/etc/passwd\n" not in result.out, result.err
     with pytest.raises(StoreError, match="not a sha256"):
         store.blob_path("../x")
+    fetch(f"file:{tiny_model}", name="other")
+    listed = cli("models", "list", "--json")
+    assert listed.code == 0 and [m["name"] for m in json.loads(listed.out)] == ["other"]
+    assert "tiny.json" in listed.err and "not 64 hex digits" in listed.err  # the bad one named, the rest listed
 
 
 def test_what_a_killed_fetch_left_in_tmp_is_cleaned_at_the_next_fetch(tiny_model: Path) -> None:

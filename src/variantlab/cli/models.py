@@ -51,7 +51,9 @@ def list_models(
             table.add_row(r["name"], human_bytes(r["size"]), "yes" if r["in_store"] else "no", r["description"])
         stdout_console().print(table)
         return
-    manifests = Store().manifests()
+    manifests, bad = Store().readable_manifests()
+    for problem in bad:  # named, and the rest still listed
+        stderr_console().print(f"variantlab: warning: {problem.message}", markup=False, highlight=False)
     if json_out:
         print_json([m.to_dict() for m in manifests])
         return

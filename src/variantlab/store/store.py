@@ -121,10 +121,23 @@ class Store:
     # -- reading ---------------------------------------------------------------------
 
     def manifests(self) -> list[Manifest]:
+        """Every manifest; a bad one is an error (gc and pins must not act on a partial view)."""
+        found, bad = self.readable_manifests()
+        if bad:
+            raise bad[0]
+        return found
+
+    def readable_manifests(self) -> tuple[list[Manifest], list[StoreError]]:
+        """The manifests that read, and an error naming each one that does not (for listings)."""
         if not self.manifests_dir.is_dir():
-            return []
-        found = [self._load_manifest(p) for p in sorted(self.manifests_dir.glob("*.json"))]
-        return sorted(found, key=lambda m: m.name)
+            return [], []
+        found, bad = [], []
+        for path in sorted(self.manifests_dir.glob("*.json")):
+            try:
+                found.append(self._load_manifest(path))
+            except StoreError as exc:
+                bad.append(exc)
+        return sorted(found, key=lambda m: m.name), bad
 
     def manifest(self, name: str) -> Manifest | None:
         path = self.manifest_path(name)
