@@ -21,7 +21,7 @@ from dataclasses import replace
 from variantlab.engine import EngineSettings, default_threads
 from variantlab.eval import EvalPlan, evaluate
 from variantlab.eval import humaneval as he
-from variantlab.eval.run import humaneval_tasks, render_chat, prompt_style
+from variantlab.eval.run import chat_tasks, prompt_style
 from variantlab.eval.sandbox import run_programs
 from variantlab.modelfile import read_model_file
 from variantlab.results import ResultsDB
@@ -61,7 +61,7 @@ def main() -> None:
     vocab_llm = llama_cpp.Llama(model_path=str(resolved.path), vocab_only=True, verbose=False)
     bos = vocab_llm.detokenize([vocab_llm.token_bos()], special=True).decode()
     eos = vocab_llm.detokenize([vocab_llm.token_eos()], special=True).decode()
-    tasks = humaneval_tasks(problems, style, lambda user: render_chat(info, user, bos, eos))
+    tasks = chat_tasks(problems, style, info, bos, eos)
     del vocab_llm
 
     loop_s, loop_outs, loop_tokens = plain_loop(str(resolved.path), tasks, args.max_tokens, args.threads)

@@ -9,6 +9,7 @@ sends no CORS permission, and checks an optional API key on every route but ``/h
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .chat_template import TemplateRefused, TemplateRenderer
 from .engine import EngineSettings
 from .engine.serving import Piece, ServingEngine
 from .errors import UsageError
@@ -149,6 +151,7 @@ class Served:
     role: str | None
     engine: ServingEngine
     metrics: Metrics
+    renderer: TemplateRenderer | None = None
 
 
 class Metrics:
@@ -201,7 +204,10 @@ def start(ref: str | None, config: ServeConfig, store: Store | None = None) -> S
     aliases = {model_id, resolved.label, resolved.path.name}
     if resolved.manifest:
         aliases |= {resolved.manifest.name, resolved.manifest.file_name, resolved.manifest.sha256}
-    return Served(config, resolved, info, model_id, frozenset(aliases), role, engine, Metrics(config.parallel))
+    specials = engine.specials
+    renderer = (TemplateRenderer(info.chat_template, specials.get("bos", ""), specials.get("eos", ""))
+                if info.chat_template else None)
+    return Served(config, resolved, info, model_id, frozenset(aliases), role, engine, Metrics(config.parallel), renderer)
 
 
 # -- the app ------------------------------------------------------------------------------------------
@@ -242,7 +248,8 @@ def create_app(served: Served) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=guard)
     async def chat(body: ChatRequest) -> Any:
         _check_model(served, body.model)
-        prompt = render_messages(served, [m.model_dump() for m in body.messages])
+        messages = [m.model_dump() for m in body.messages]
+        prompt = await asyncio.get_running_loop().run_in_executor(None, render_messages, served, messages)
         job = _Job(served, "chat", prompt=prompt, add_special=False, fim=None,
                    max_tokens=_max_tokens(served, body.max_tokens), stop=_stops(body.stop), sampling=_sampling(body))
         usage_chunk = bool((body.stream_options or {}).get("include_usage"))
@@ -266,18 +273,13 @@ def create_app(served: Served) -> FastAPI:
 
 
 def render_messages(served: Served, messages: list[dict[str, str]]) -> str:
-    """The conversation through the chat template inside the GGUF (llama-cpp-python's Jinja2 formatter)."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    if not served.info.chat_template:
+    """The conversation through the chat template inside the GGUF, in the renderer's child (time and memory budget)."""
+    if served.renderer is None:
         raise ApiError(400, f"{served.model_id} has no chat template; use /v1/completions", code="chat_not_supported")
-    specials = served.engine.specials
-    formatter = Jinja2ChatFormatter(template=served.info.chat_template, eos_token=specials.get("eos", ""),
-                                    bos_token=specials.get("bos", ""))
     try:
-        return formatter(messages=messages).prompt
-    except Exception as exc:  # a template that rejects this conversation (roles out of order …)
-        raise ApiError(400, f"the model's chat template refused these messages: {exc}", param="messages") from None
+        return served.renderer.render(messages)
+    except TemplateRefused as exc:
+        raise ApiError(400, exc.message, param="messages", code="chat_template_refused") from None
 
 
 def _single(prompts: list[str]) -> str:

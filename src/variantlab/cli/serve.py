@@ -35,8 +35,12 @@ def serve(
               + (f", role {served.role!r} of the lock" if served.role else "")
               + f"; {parallel} parallel, {ctx} context tokens each, max_tokens cap {max_tokens_cap}"
               + f", API key {'required' if api_key else 'off'}; http://{host}:{port}/v1", file=sys.stderr, flush=True)
-        uvicorn.run(create_app(served), host=host, port=port, log_level="warning", access_log=False)
+        # SIGTERM ends the server within a few seconds in every state: streams still open are cut after 3 s
+        uvicorn.run(create_app(served), host=host, port=port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=3)
     finally:
+        if served.renderer is not None:
+            served.renderer.close()
         served.engine.close()
 
 

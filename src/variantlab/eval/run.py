@@ -28,6 +28,7 @@ from ..store import ResolvedModel, Store
 from ..store.files import ProgressFn, no_progress
 from . import humaneval as he
 from . import infill
+from ..chat_template import TemplateRenderer
 from .sandbox import Limits, Outcome, Program, canary_check, run_programs
 
 SUITES = ("humaneval", "infill", "kld")
@@ -101,12 +102,14 @@ def prompt_style(ref_label: str, info: ModelFile) -> str:
     return "base"
 
 
-def render_chat(info: ModelFile, user: str, bos: str, eos: str) -> str:
-    """The chat template embedded in the GGUF, rendered in Jinja's sandbox (llama-cpp-python's formatter)."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    formatter = Jinja2ChatFormatter(template=info.chat_template or "", eos_token=eos, bos_token=bos)
-    return formatter(messages=[{"role": "user", "content": user}]).prompt
+def chat_tasks(problems: Sequence[he.Problem], style: str, info: ModelFile, bos: str, eos: str) -> list[Task]:
+    """HumanEval tasks with their prompts through the GGUF's chat template, rendered out of process
+    under a time and memory budget (a template that loops is refused, not waited for)."""
+    renderer = TemplateRenderer(info.chat_template or "", bos, eos)
+    try:
+        return humaneval_tasks(problems, style, lambda user: renderer.render([{"role": "user", "content": user}]))
+    finally:
+        renderer.close()
 
 
 def humaneval_tasks(problems: Sequence[he.Problem], style: str, render: Callable[[str], str]) -> list[Task]:
@@ -195,7 +198,7 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
             tasks = infill_tasks(plan.limit)
         else:
             specials = engine.call("special_tokens")
-            tasks = humaneval_tasks(problems, style, lambda user: render_chat(info, user, specials["bos"], specials["eos"]))
+            tasks = chat_tasks(problems, style, info, specials["bos"], specials["eos"])
         expanded = [t for t in tasks for _ in range(plan.samples_per_task)]
         prompts = [_tokens(engine, t, add_special=style != "chat") for t in expanded]
         longest = max(len(p) for p in prompts)
