@@ -277,3 +277,57 @@ def test_a_dead_engine_ends_the_server_instead_of_a_503_zombie(tmp_path: Path, d
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _server_process(base: str):  # type: ignore[no-untyped-def]
+    import psutil
+
+    port = int(base.rsplit(":", 1)[1])
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def _tree_rss(proc) -> int:  # type: ignore[no-untyped-def]
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+
+
+def test_soak_mixed_good_bad_and_abandoned_requests(server: str) -> None:
+    """A bounded soak on loopback: 240 requests (good, bad, hostile, abandoned streams) in 8 threads.
+    Same server process afterwards, /health ok, every good request answered, memory growth bounded."""
+    proc = _server_process(server)
+    pid, rss_before = proc.pid, _tree_rss(proc)
+    bodies = [
+        ("/v1/completions", {"prompt": "def add(a, b):", "max_tokens": 8, "temperature": 0}, 200),
+        ("/v1/completions", {"prompt": "a\ud800"}, 400),
+        ("/v1/completions", b'{"prompt": [[[[', 400),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}, 200),
+        ("/infill", {"input_prefix": "def f(x):\n    return ", "input_suffix": "\n", "n_predict": 8}, 200),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 10 ** 9}, 400),
+    ]
+    failures: list[str] = []
+
+    def worker(i: int) -> None:
+        with httpx.Client(timeout=120, headers=auth()) as c:
+            for j in range(30):
+                path, body, status = bodies[(i + j) % len(bodies)]
+                if (i + j) % 7 == 0:  # a stream abandoned after its first event
+                    with c.stream("POST", f"{server}/v1/completions",
+                                  json={"prompt": "def f():", "max_tokens": 64, "stream": True}) as r:
+                        next(r.iter_lines())
+                    continue
+                content = body if isinstance(body, bytes) else json.dumps(body).encode()
+                r = c.post(f"{server}{path}", content=content, headers={"Content-Type": "application/json"})
+                if r.status_code != status:
+                    failures.append(f"{path} {r.status_code} != {status}: {r.text[:200]}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not failures, failures[:5]
+    alive(server)
+    assert _server_process(server).pid == pid
+    assert _tree_rss(proc) - rss_before < 256 << 20  # stated bound: under 256 MiB of growth over the soak
