@@ -497,7 +497,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         _count(request, 400)
-        first = exc.errors()[0] if exc.errors() else {}
+        errors = exc.errors()
+        # a union (str | list[str]) reports each branch; a value our own checks refused says most
+        first = next((e for e in errors if e.get("type") == "value_error"), errors[0] if errors else {})
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         if first.get("type") == "json_invalid":
             return error_response(400, "the request body is not valid JSON", code="invalid_json")
