@@ -281,3 +281,68 @@ def test_the_weaker_layer_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not outcome.passed and not strong_isolation(outcome.isolation)
     assert "seccomp" in outcome.isolation  # the OS filter still refuses processes
     assert "without bubblewrap" in (isolation_warning() or "")
+
+
+def _judge_pid_probe(leave: bool = False) -> Program:
+    """A program whose trusted test reports the judge's pid (and fails, so the pid is in the reason);
+    with ``leave`` its test leaves a name behind, which no later job may see."""
+    first = "leftover = 1\n" if leave else "assert 'leftover' not in globals(), 'state from an earlier job'\n"
+    return Program("def f():\n    return 1\n", "import os\n" + first + "def check(c):\n"
+                   "    assert False, 'judge %d' % os.getpid()\n", "f")
+
+
+def test_one_judge_serves_many_programs_each_in_a_fresh_namespace(no_stray_processes: None) -> None:
+    """The judge is reused (its start-up was half the cost of a short program), but no job sees another's names."""
+    outcomes = run_programs([_judge_pid_probe(leave=True), _judge_pid_probe(), _judge_pid_probe()], LIMITS,
+                            workers=1)
+    reasons = [o.reason for o in outcomes]
+    assert all("judge " in r for r in reasons), reasons
+    assert len({r.split("judge ")[1] for r in reasons}) == 1, reasons
+
+
+def test_a_judge_that_overran_is_replaced(no_stray_processes: None) -> None:
+    """A program that times out takes its judge with it: the next program gets a new one and is judged normally."""
+    looping = Program("def f():\n    while True:\n        pass\n", "def check(c):\n    c()\n", "f")
+    first, timed_out, after = run_programs([_judge_pid_probe(), looping, _judge_pid_probe()], Limits(timeout_s=1.0),
+                                           workers=1)
+    assert timed_out.reason == "timed out after 1 s"
+    assert "judge " in first.reason and "judge " in after.reason
+    assert first.reason.split("judge ")[1] != after.reason.split("judge ")[1]
+    assert run_program(he.program(P2, P2.canonical_solution), LIMITS).passed
+
+
+def test_a_test_that_loops_in_the_judge_is_timed_out(no_stray_processes: None) -> None:
+    """The tests are trusted, but a test that never ends (here on an honest answer) must not hang eval."""
+    program = Program("def f():\n    return 1\n", "def check(c):\n    while c() == 1:\n        pass\n", "f")
+    t0 = time.monotonic()
+    outcome = run_program(program, Limits(timeout_s=1.0))
+    assert not outcome.passed and "timed out" in outcome.reason
+    assert time.monotonic() - t0 < 10
+
+
+def test_the_weakest_isolation_of_a_run_is_what_it_reports() -> None:
+    from variantlab.eval.sandbox import Outcome, weakest_isolation
+
+    strong, weak = "namespaces+seccomp+audit", "netns+seccomp+audit"
+    assert weakest_isolation([Outcome(True, "passed", 0.1, strong)] * 3) == strong
+    assert weakest_isolation([Outcome(True, "passed", 0.1, strong), Outcome(True, "passed", 0.1, weak)]) == weak
+    assert weakest_isolation([Outcome(False, "timed out after 3 s", 3.0)]) == ""
+    assert isolation_warning(strong) is None
+    assert "without bubblewrap" in (isolation_warning(weak) or "")
+
+
+def test_eval_records_and_warns_about_weak_isolation(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where only the weaker layers run, eval says so on stderr and in its results, and says nothing otherwise."""
+    import json
+
+    samples = tmp_path / "samples.jsonl"
+    he.write_samples(samples, [{"task_id": P2.task_id, "completion": P2.canonical_solution}])
+    strong = cli("eval", "--samples", str(samples), "--json")
+    assert strong.code == 0 and "warning" not in strong.err
+    assert json.loads(strong.out)["sandbox_isolation"] == "namespaces+seccomp+audit"
+    monkeypatch.setenv("VARIANTLAB_SANDBOX", "weak")
+    weak = cli("eval", "--samples", str(samples), "--json")
+    assert weak.code == 0 and "warning: the sandbox runs without bubblewrap" in weak.err
+    report = json.loads(weak.out)
+    assert not strong_isolation(report["sandbox_isolation"]) and "without bubblewrap" in report["sandbox_warning"]

@@ -12,7 +12,7 @@ from .. import config
 from ..engine import EngineSettings
 from ..errors import UsageError
 from ..eval import EvalPlan, Limits, evaluate, score_samples
-from .output import print_json, progress_bars, stdout_console
+from .output import print_json, progress_bars, stderr_console, stdout_console
 
 
 def eval_cmd(
@@ -56,6 +56,8 @@ def eval_cmd(
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=target,
                             settings=EngineSettings(n_threads=threads))
             report = evaluate(model, plan, progress=progress, verify_hash=verify)
+    if report.get("sandbox_warning"):
+        stderr_console().print(f"warning: {report['sandbox_warning']}", markup=False, soft_wrap=True)
     if json_out:
         print_json(report)
     else:
@@ -84,6 +86,8 @@ def render(report: dict[str, Any]) -> None:
     for key in sorted(k for k in report if k.startswith("pass@")):
         table.add_row(key, f"{report[key]:.1%}")
     table.add_row("passed / samples", f"{report['passed']} / {report['samples']}")
+    if "sandbox_isolation" in report:
+        table.add_row("sandbox", report["sandbox_isolation"] or "unknown (no program reported)")
     if "generation_s" in report:
         table.add_row("generation", f"{report['generation_s']:.0f} s, {report['generated_tokens']} tokens")
         table.add_row("cut at --max-tokens", str(report["cut_at_max_tokens"]))

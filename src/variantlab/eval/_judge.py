@@ -1,16 +1,21 @@
 """Decides whether a program passes, in a process the guest cannot reach (never imported by variantlab).
 
-Invoked as ``python -I -S -B _judge.py RX TX VERDICT_FD`` with the job (marshal data) on stdin: the
-trusted context (the problem's prompt, for helpers the tests use), the tests and the entry point.
-The untrusted code runs in the guest; the judge executes the tests here against a stand-in for
-the entry point that sends each call's arguments to the guest and takes back a plain value
-(``_wire``). So the guest never sees the tests or the verdict channel, and what is compared is a
-built-in value checked by the judge itself. Writes the verdict (marshal data) to VERDICT_FD.
+Invoked as ``python -I -S -B _judge.py CONTROL_FD``, where CONTROL_FD is one end of a Unix socket
+pair whose other end variantlab holds. The judge serves one job after another (an interpreter's
+start-up is most of the cost of a short program, so one judge per worker is reused): each job
+arrives as one byte carrying the two pipe descriptors to a new guest, then the job itself
+(``_wire`` frame: the trusted context, i.e. the problem's prompt with helpers the tests use, the
+tests and the entry point). The untrusted code runs in the guest; the judge executes the tests
+here against a stand-in for the entry point that sends each call's arguments to the guest and
+takes back a plain value (``_wire``). So the guest never sees the tests or the control socket,
+and what is compared is a built-in value checked by the judge itself. The verdict goes back as
+a ``_wire`` frame on the control socket. Each job's tests run in a fresh namespace; variantlab
+replaces a judge that overran its time.
 """
 
 import builtins
-import marshal
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,14 +85,29 @@ def judge(rx, tx, job):
     return True, "passed", isolation
 
 
-def main():
-    rx, tx, verdict_fd = (int(v) for v in sys.argv[1:4])
-    job = marshal.loads(sys.stdin.buffer.read())
+def serve_one(control):
+    """Take one job with its guest's pipes, judge it, answer; False when variantlab closed the socket."""
+    data, fds, _, _ = socket.recv_fds(control, 1, 2)
+    if not data:
+        return False
+    rx, tx = fds
     try:
-        passed, reason, isolation = judge(rx, tx, job)
-    except _wire.WireError as exc:
-        passed, reason, isolation = False, "failed: the process ended without a verdict (%s)" % exc, ""
-    os.write(verdict_fd, marshal.dumps({"passed": passed, "reason": reason, "isolation": isolation}))
+        job = _wire.receive(control.fileno())
+        try:
+            passed, reason, isolation = judge(rx, tx, job)
+        except _wire.WireError as exc:
+            passed, reason, isolation = False, "failed: the process ended without a verdict (%s)" % exc, ""
+    finally:
+        os.close(rx)
+        os.close(tx)
+    _wire.send(control.fileno(), {"passed": passed, "reason": reason, "isolation": isolation})
+    return True
+
+
+def main():
+    control = socket.socket(fileno=int(sys.argv[1]))
+    while serve_one(control):
+        pass
 
 
 main()

@@ -29,7 +29,7 @@ from ..store.files import ProgressFn, no_progress
 from . import humaneval as he
 from . import infill
 from ..chat_template import TemplateRenderer
-from .sandbox import Limits, Outcome, Program, canary_check, run_programs
+from .sandbox import Limits, Outcome, Program, canary_check, isolation_warning, run_programs, weakest_isolation
 
 SUITES = ("humaneval", "infill", "kld")
 SUBSETS = ("all", "quick")
@@ -157,7 +157,9 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
 
         outcomes = run_programs([t.to_program(c) for t, c, _ in completions], plan.limits, progress=tick)
         report = _score(completions, outcomes, len(outputs["tasks"]))
+        report.update(_sandbox_facts(outcomes))
         run.settings["prompt_style"] = style
+        run.settings["sandbox_isolation"] = report["sandbox_isolation"]
         run.metrics = _metrics(report)
         results_db.record(run)
     report.update({"model": resolved.label, "run_id": run.id, "model_sha256": run.model_sha256,
@@ -170,6 +172,12 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
                                             for (t, c, _), o in zip(completions, outcomes)))
         report["samples_file"] = str(plan.samples_out)
     return report
+
+
+def _sandbox_facts(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """What confined the programs, and the warning to show when that was only the weaker layers."""
+    isolation = weakest_isolation(outcomes)
+    return {"sandbox_isolation": isolation, "sandbox_warning": isolation_warning(isolation)}
 
 
 def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
@@ -271,6 +279,6 @@ def score_samples(path: Path, limits: Limits = Limits(), *, progress: ProgressFn
     for s, o in zip(samples, outcomes):
         by_task[s.task_id].append(o.passed)
     return {**he.pass_at_k(by_task, (1, 10, 100)), "tasks": len(by_task), "samples": len(samples),
-            "passed": sum(o.passed for o in outcomes), "dataset_sha256": he.dataset_sha256(),
+            "passed": sum(o.passed for o in outcomes), "dataset_sha256": he.dataset_sha256(), **_sandbox_facts(outcomes),
             "per_sample": [{"line": s.line, "task_id": s.task_id, "passed": o.passed, "result": o.reason}
                            for s, o in zip(samples, outcomes)]}

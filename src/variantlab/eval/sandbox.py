@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import functools
 import glob
-import marshal
 import os
+import queue
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError, VariantlabError
+from . import _wire
 
 HERE = Path(__file__).parent
 GUEST, JUDGE, WIRE = HERE / "_guest.py", HERE / "_judge.py", HERE / "_wire.py"
@@ -103,86 +107,133 @@ def strong_isolation(isolation: str) -> bool:
 
 def run_program(program: Program | str, limits: Limits = Limits()) -> Outcome:
     """Run ``program`` (a bare string: code with no tests) in a new sandbox and report how it ended."""
-    limits = limits.checked()
-    if isinstance(program, str):
-        program = Program(program)
+    return run_programs([program], limits, workers=1)[0]
+
+
+class _Judge:
+    """One judge interpreter (``_judge.py``), reused for program after program while it keeps time.
+
+    Starting an interpreter is most of the cost of a short program, and the judge runs only
+    trusted tests, each job in a fresh namespace, so it need not be new each time: the guest is.
+    Each job hands the judge the pipes to its guest over a Unix socket (``SCM_RIGHTS``); the guest
+    never holds that socket, so the verdict stays out of its reach. A judge that overruns the
+    time limit is killed with its guest and replaced.
+    """
+
+    def __init__(self) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.process = subprocess.Popen([_python(), "-I", "-S", "-B", str(JUDGE), str(theirs.fileno())],
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                                            process_group=0, env=_ENV)
+        finally:
+            theirs.close()
+
+    def judge(self, program: Program, rx: int, tx: int, deadline: float) -> object:
+        """Send the job with the guest's pipe ends; the verdict, or None when time ran out."""
+        job = {"code": program.code, "context": program.context, "test": program.test, "entry": program.entry_point}
+        try:
+            socket.send_fds(self.control, [b"J"], [rx, tx])
+            _wire.send(self.control.fileno(), job)
+            waiting = select.poll()
+            waiting.register(self.control, select.POLLIN)
+            if not waiting.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                return None
+            return _wire.receive(self.control.fileno())
+        except (OSError, _wire.WireError):
+            return {}  # the judge died: no verdict
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        self.process.kill()  # a no-op once it has been reaped, so never a reused pid
+        self.process.wait()
+        self.control.close()
+
+
+class _Judges:
+    """A judge per worker thread, started on first use and replaced when one is killed."""
+
+    def __init__(self) -> None:
+        self.idle: queue.SimpleQueue[_Judge] = queue.SimpleQueue()
+        self.all: list[_Judge] = []
+        self.lock = threading.Lock()
+
+    def take(self) -> _Judge:
+        try:
+            return self.idle.get_nowait()
+        except queue.Empty:
+            judge = _Judge()
+            with self.lock:
+                self.all.append(judge)
+            return judge
+
+    def give_back(self, judge: _Judge) -> None:
+        if judge.alive():
+            self.idle.put(judge)
+        else:
+            judge.close()
+
+    def close(self) -> None:
+        for judge in self.all:
+            judge.close()
+
+
+def _run(program: Program, limits: Limits, judges: _Judges) -> Outcome:
     workdir = None if _bwrap() else Path(tempfile.mkdtemp(prefix="variantlab-sandbox-"))
     try:
-        return _run(program, limits, workdir)
+        return _run_in(program, limits, judges, workdir)
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(program: Program, limits: Limits, workdir: Path | None) -> Outcome:
-    to_guest, from_guest, verdict = os.pipe(), os.pipe(), os.pipe()
+def _run_in(program: Program, limits: Limits, judges: _Judges, workdir: Path | None) -> Outcome:
+    to_guest, from_guest = os.pipe(), os.pipe()
     t0 = time.perf_counter()
-    judge = guest = None
     try:
-        judge = subprocess.Popen([_python(), "-I", "-S", "-B", str(JUDGE), str(from_guest[0]), str(to_guest[1]),
-                                  str(verdict[1])], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, pass_fds=(from_guest[0], to_guest[1], verdict[1]),
-                                 process_group=0, env=_ENV)
         guest = subprocess.Popen(_guest_argv(to_guest[0], from_guest[1], limits, workdir), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 pass_fds=(to_guest[0], from_guest[1]), process_group=judge.pid,
+                                 pass_fds=(to_guest[0], from_guest[1]), process_group=0,
                                  cwd=workdir or "/", env=_guest_env(workdir))
+    except BaseException:
+        os.close(from_guest[0])
+        os.close(to_guest[1])
+        raise
     finally:
-        for fd in (*to_guest, *from_guest, verdict[1]):
-            os.close(fd)
-    timed_out = False
+        os.close(to_guest[0])
+        os.close(from_guest[1])
+    judge, verdict = judges.take(), None
     try:
-        job = {"code": program.code, "context": program.context, "test": program.test, "entry": program.entry_point}
-        try:
-            judge.stdin.write(marshal.dumps(job))  # type: ignore[union-attr]
-            judge.stdin.close()  # type: ignore[union-attr]
-        except BrokenPipeError:
-            pass
-        try:
-            judge.wait(timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        verdict = judge.judge(program, from_guest[0], to_guest[1], time.monotonic() + limits.timeout_s)
     finally:
-        _kill_group(judge.pid)
-        judge.wait()
-        if guest is not None:
-            guest.wait()
-        found = _read_all(verdict[0])
-    return _outcome(found, guest.returncode if guest else None, timed_out, time.perf_counter() - t0, limits)
+        os.close(from_guest[0])
+        os.close(to_guest[1])
+        _kill_group(guest.pid)  # whatever the guest left running (threads) ends with its verdict
+        guest.wait()
+        if verdict is None:
+            judge.close()  # it overran: its tests may still be running
+        judges.give_back(judge)
+    return _outcome(verdict, guest.returncode, time.perf_counter() - t0, limits)
 
 
 def _kill_group(pgid: int) -> None:
-    """Kill the judge, the guest and anything left in their process group."""
+    """Kill a guest and anything left in its process group (call before reaping its leader)."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    try:
-        os.set_blocking(fd, False)
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _outcome(found: bytes, guest_code: int | None, timed_out: bool, duration: float, limits: Limits) -> Outcome:
-    if timed_out:
+def _outcome(verdict: object, guest_code: int | None, duration: float, limits: Limits) -> Outcome:
+    """The Outcome from the judge's verdict (None: it did not come in time; written by the judge, never by the guest)."""
+    if verdict is None:
         return Outcome(False, f"timed out after {limits.timeout_s:g} s", duration)
-    try:
-        verdict = marshal.loads(found)  # written by the judge, never by the guest
+    if isinstance(verdict, dict) and {"passed", "reason", "isolation"} <= verdict.keys():
         passed, reason, isolation = verdict["passed"] is True, str(verdict["reason"]), str(verdict["isolation"])
-    except (ValueError, KeyError, TypeError, EOFError):
+    else:
         passed, reason, isolation = False, "failed: the judge ended without a verdict", ""
     if not passed and guest_code is not None and guest_code < 0 and "without" in reason:
         how = f"killed by signal {signal.Signals(-guest_code).name}"
@@ -267,9 +318,17 @@ def _bwrap_works() -> bool:
     return done.returncode == 0
 
 
-def isolation_warning() -> str | None:
-    """A sentence for the user when only the weaker layers are available here, else None."""
-    if _bwrap():
+def weakest_isolation(outcomes: Sequence[Outcome]) -> str:
+    """The isolation the programs of one run actually had: the weakest one any guest reported."""
+    seen = sorted({o.isolation for o in outcomes if o.isolation})
+    weak = [layers for layers in seen if not strong_isolation(layers)]
+    return (weak or seen or [""])[0]
+
+
+def isolation_warning(isolation: str | None = None) -> str | None:
+    """A sentence for the user when only the weaker layers are available (here, or in the run that
+    reported ``isolation``), else None."""
+    if (_bwrap() if isolation is None else strong_isolation(isolation)):
         return None
     return ("the sandbox runs without bubblewrap here (not installed, or user namespaces are refused): "
             "generated code is confined only by seccomp, resource limits and an audit hook, which cannot stop "
@@ -279,16 +338,22 @@ def isolation_warning() -> str | None:
 def run_programs(sources: Sequence[Program | str], limits: Limits = Limits(), workers: int | None = None,
                  progress: Callable[[int], None] | None = None) -> list[Outcome]:
     """Run many programs, one per core at a time; outcomes come back in the order of ``sources``."""
+    limits = limits.checked()
     workers = workers or os.cpu_count() or 1
     outcomes: list[Outcome | None] = [None] * len(sources)
 
     def one(i: int) -> None:
-        outcomes[i] = run_program(sources[i], limits)
+        source = sources[i]
+        outcomes[i] = _run(Program(source) if isinstance(source, str) else source, limits, judges)
         if progress:
             progress(1)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, range(len(sources))))
+    judges = _Judges()
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, range(len(sources))))
+    finally:
+        judges.close()
     return [o for o in outcomes if o is not None]
 
 
