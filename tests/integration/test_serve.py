@@ -331,3 +331,91 @@ def test_soak_mixed_good_bad_and_abandoned_requests(server: str) -> None:
     alive(server)
     assert _server_process(server).pid == pid
     assert _tree_rss(proc) - rss_before < 256 << 20  # stated bound: under 256 MiB of growth over the soak
+
+
+def _start_serve(home: Path, model: str | Path, *options: str) -> tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
+    """`variantlab serve MODEL OPTIONS` in its own session, once /health answers."""
+    env = {**os.environ, "VARIANTLAB_HOME": str(home)}
+    port = free_port()
+    log = home / "serve.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "variantlab.cli.app", "serve", str(model), "--port", str(port),
+                                 *options], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(log.read_text())
+
+
+def _post_and_ignore_the_end(url: str, body: dict) -> None:  # type: ignore[type-arg]
+    """A request whose server is stopped under it: how it ends is not what the test checks."""
+    try:
+        httpx.post(url, json=body, timeout=60)
+    except httpx.HTTPError:
+        pass
+
+
+def test_sigterm_ends_the_server_within_seconds_while_it_generates(tmp_path: Path, smol_model: str) -> None:
+    """SIGTERM with streams and plain requests under way: the server exits within a few seconds (issue 15, point 2)."""
+    proc, base = _start_serve(tmp_path, smol_model, "--parallel", "2", "--ctx", "2048", "--max-tokens-cap", "512")
+    body = {"prompt": "def fibonacci(n):", "max_tokens": 512, "temperature": 0.8, "ignore_eos": True}
+    try:
+        for stream in (True, False, True):
+            threading.Thread(target=_post_and_ignore_the_end, args=(f"{base}/v1/completions", {**body, "stream": stream}),
+                             daemon=True).start()
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert time.monotonic() - t0 < 8, f"SIGTERM took {time.monotonic() - t0:.1f} s"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+LOOPING_TEMPLATE = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+                    "{{ messages[0]['content'] }}")
+
+
+def test_a_looping_chat_template_is_refused_and_sigterm_still_ends_the_server(tmp_path: Path, smol_model: str) -> None:
+    """Through a live server (issue 15, point 2): a template whose loops pass Jinja's range limit gets 400
+    in bounded time, /health answers while it renders, and SIGTERM during such a render ends the server."""
+    looping = tmp_path / "looping-template.gguf"
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", smol_model, str(looping),
+                    "--chat-template", LOOPING_TEMPLATE, "--force"], check=True, capture_output=True)
+    proc, base = _start_serve(tmp_path, looping, "--parallel", "1", "--ctx", "512", "--max-tokens-cap", "16")
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    try:
+        answers: list[httpx.Response] = []
+        worker = threading.Thread(target=lambda: answers.append(httpx.post(f"{base}/v1/chat/completions", json=chat,
+                                                                            timeout=60)))
+        t0 = time.monotonic()
+        worker.start()
+        time.sleep(0.5)
+        health = httpx.get(f"{base}/health", timeout=1.5)  # the event loop is not held by the render
+        worker.join(timeout=60)
+        assert health.status_code == 200
+        assert answers and answers[0].status_code == 400, answers and answers[0].text
+        assert "template" in answers[0].json()["error"]["message"]
+        assert time.monotonic() - t0 < 15
+        # SIGTERM while another looping render is under way
+        threading.Thread(target=_post_and_ignore_the_end, args=(f"{base}/v1/chat/completions", chat), daemon=True).start()
+        time.sleep(0.5)
+        t1 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+        assert time.monotonic() - t1 < 8, f"SIGTERM took {time.monotonic() - t1:.1f} s"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
