@@ -169,3 +169,45 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert shown["img_complete"] and shown["img_width"] > 800 and shown["img_height"] > 300 and shown["shown_width"] > 300
     assert "balanced" in shown["picks"] and "Test CPU <script>" in shown["machine"]  # escaped, shown as text
     assert shown["external"] == []  # self-contained: nothing to fetch
+
+
+def test_a_resumed_ladder_reuses_only_comparable_runs(tmp_path: Path) -> None:
+    """Issue 16, defect 1: a run measured with another engine build, other hardware or another suite
+    version is measured again; one made under today's conditions with the same settings is reused."""
+    from dataclasses import replace
+
+    from variantlab.hardware import machine_facts
+    from variantlab.ladder import conditions_now, find_run
+    from variantlab.results import Metric, ResultsDB, Run
+
+    now = conditions_now("humaneval-1", "d" * 64)
+    settings = {"n_threads": 2, "n_ctx": 4096, "subset": "quick"}
+
+    def eval_run(**over: Any) -> Run:
+        base = Run(kind="eval", model="m", backend="llama.cpp", settings=dict(settings),
+                   variantlab_version="0.1.0", model_sha256="a" * 64, suite="humaneval",
+                   metrics={"passed": Metric.of("passed", [3], "samples")}, **now)
+        return replace(base, **over)
+
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        db.record(eval_run(engine_version="llama-cpp-python 0.3.2 | CPU : AVX2 = 1 |"))  # before an upgrade
+        db.record(eval_run(hardware={**machine_facts(), "cpu": "another CPU"}))
+        db.record(eval_run(suite_version="humaneval-0"))
+        db.record(eval_run(settings={**settings, "n_threads": 1}))
+        assert find_run(db, "eval", "a" * 64, "humaneval", settings, now) is None
+        current = db.record(eval_run())
+        found = find_run(db, "eval", "a" * 64, "humaneval", settings, now)
+        assert found is not None and found.id == current
+        assert find_run(db, "eval", "a" * 64, "humaneval", settings, {**now, "dataset_sha256": "e" * 64}) is None
+
+
+def test_a_gpus_free_memory_does_not_make_runs_incomparable() -> None:
+    from variantlab.results import Run
+
+    gpu = {"name": "H200", "total_bytes": 141 << 30}
+    runs = [Run(kind="bench", model="m", backend="llama.cpp", settings={}, variantlab_version="0.1.0",
+                hardware={"cpu": "x", "gpus": [{**gpu, "free_bytes": free}]}) for free in (100 << 30, 90 << 30)]
+    assert runs[0].comparable_key() == runs[1].comparable_key()
+    other = Run(kind="bench", model="m", backend="llama.cpp", settings={}, variantlab_version="0.1.0",
+                hardware={"cpu": "x", "gpus": [{**gpu, "total_bytes": 80 << 30, "free_bytes": 1}]})
+    assert other.comparable_key() != runs[0].comparable_key()

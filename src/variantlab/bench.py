@@ -15,7 +15,7 @@ from importlib.metadata import version
 from typing import Any
 
 from . import __version__
-from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings
+from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings, system_info
 from .engine.openai_backend import filler_prompt, is_openai_spec, resolve_endpoint, time_completion
 from .errors import UsageError
 from .hardware import machine_facts, memory_bandwidth
@@ -47,6 +47,11 @@ class BenchPlan:
 
 def engine_version(system_info: str) -> str:
     return f"llama-cpp-python {version('llama-cpp-python')} | {system_info.strip()}"
+
+
+def current_engine_version() -> str:
+    """The engine build a measurement made now would record: an older result is not comparable to it."""
+    return engine_version(system_info())
 
 
 def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None, db: ResultsDB | None = None,
@@ -199,4 +204,4 @@ def summary(run: Run, bandwidth: float, bytes_per_token: int) -> dict[str, Any]:
     }
 
 
-__all__ = ["BenchPlan", "bench_models", "engine_version"]
+__all__ = ["BenchPlan", "bench_models", "current_engine_version", "engine_version"]

@@ -19,10 +19,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import __version__
-from .bench import BenchPlan, bench_models
+from .bench import BenchPlan, bench_models, current_engine_version
 from .engine import EngineSettings
 from .errors import UsageError
-from .eval.kld import KldPlan, evaluate_kld
+from .eval import humaneval as he
+from .eval import infill
+from .eval.kld import KldPlan, corpus, evaluate_kld
 from .eval.run import EvalPlan, evaluate
 from .fit import FitRequest, fit
 from .hardware import machine_facts, profile
@@ -141,8 +143,8 @@ def kld_plan(settings: dict[str, Any], threads: int | None) -> KldPlan:
 def _bench(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store, db: ResultsDB,
            progress: ProgressFn) -> Run:
     bplan = bench_plan(settings, plan.threads).checked()
-    want = {"n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps, "n_threads": bplan.settings.n_threads}
-    found = find_run(db, "bench", made.sha256, None, want)
+    want = {**bplan.settings.to_dict(), "n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps}
+    found = find_run(db, "bench", made.sha256, None, want, conditions_now())
     if found is None:
         result = bench_models([made.name], bplan, store=store, db=db, progress=progress)[0]
         found = db.get(result["run_id"])
@@ -152,9 +154,10 @@ def _bench(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: St
 def _accuracy(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store, db: ResultsDB,
               progress: ProgressFn) -> Run:
     eplan = eval_plan(settings, plan.accuracy_suite, plan.threads).checked()
-    want = {"limit": eplan.limit, "subset": eplan.subset, "temperature": eplan.temperature,
+    want = {**eplan.settings.to_dict(), "limit": eplan.limit, "subset": eplan.subset, "temperature": eplan.temperature,
             "samples_per_task": eplan.samples_per_task, "max_tokens": eplan.max_tokens}
-    found = find_run(db, "eval", made.sha256, eplan.suite, want)
+    suite_version = infill.SUITE_VERSION if eplan.suite == "infill" else he.SUITE_VERSION
+    found = find_run(db, "eval", made.sha256, eplan.suite, want, conditions_now(suite_version, he.dataset_sha256()))
     if found is None:
         found = db.get(evaluate(made.name, eplan, store=store, db=db, progress=progress)["run_id"])
     return found
@@ -163,20 +166,35 @@ def _accuracy(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store:
 def _kld(made: Manifest, reference: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store,
          db: ResultsDB, progress: ProgressFn) -> Run:
     kplan = kld_plan(settings, plan.threads).checked()
-    want = {"reference_sha256": reference.sha256, "max_chunks": kplan.max_chunks, "top_k": kplan.top_k,
-            "n_ctx": kplan.n_ctx}
-    found = find_run(db, "eval", made.sha256, "kld", want)
+    want = {**kplan.engine_settings().to_dict(), "reference_sha256": reference.sha256, "max_chunks": kplan.max_chunks,
+            "top_k": kplan.top_k}
+    _, corpus_sha, corpus_version = corpus()
+    found = find_run(db, "eval", made.sha256, "kld", want, conditions_now(corpus_version, corpus_sha))
     if found is None:
         found = db.get(evaluate_kld(made.name, reference.name, kplan, store=store, db=db, progress=progress)["run_id"])
     return found
 
 
-def find_run(db: ResultsDB, kind: str, sha256: str, suite: str | None, want: dict[str, Any]) -> Run | None:
-    """The newest successful run of this file whose settings match ``want`` (a measurement to reuse)."""
+def find_run(db: ResultsDB, kind: str, sha256: str, suite: str | None, want: dict[str, Any],
+             now: dict[str, Any]) -> Run | None:
+    """The newest successful run of this file whose settings match ``want`` and that is comparable with a
+    measurement made now (a measurement to reuse).
+
+    ``now`` holds the conditions of a run made today (engine build, hardware, suite version, dataset):
+    a run is reused only when putting them in its place leaves its ``comparable_key`` unchanged, so
+    after an engine upgrade, on other hardware or with another suite version it is measured again.
+    """
     for run in db.runs(kind=kind, model_sha256=sha256, limit=1000):
-        if run.status == "ok" and run.suite == suite and all(run.settings.get(k) == v for k, v in want.items()):
+        if run.status == "ok" and run.suite == suite and all(run.settings.get(k) == v for k, v in want.items()) \
+                and run.comparable_key() == replace(run, **now).comparable_key():
             return run
     return None
+
+
+def conditions_now(suite_version: str | None = None, dataset_sha256: str | None = None) -> dict[str, Any]:
+    """What a measurement made now would record besides its settings (for ``find_run``)."""
+    return {"engine_version": current_engine_version(), "hardware": machine_facts(), "suite_version": suite_version,
+            "dataset_sha256": dataset_sha256}
 
 
 # -- the table ---------------------------------------------------------------------------------

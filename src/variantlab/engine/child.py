@@ -25,6 +25,13 @@ class EngineCrashed(VariantlabError, RuntimeError):
     """The engine's child process died; its signal or exit code is in the message."""
 
 
+def system_info() -> str:
+    """llama.cpp's build line (CPU features the build uses): the same in this process and in the child."""
+    import llama_cpp
+
+    return str(llama_cpp.llama_print_system_info().decode())
+
+
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
@@ -40,11 +47,8 @@ class _Service:
 
     def info(self) -> dict[str, Any]:
         e = self.engine
-        import llama_cpp
-
         return {"load_s": e.load_s, "n_ctx_train": e.n_ctx_train, "n_vocab": e.n_vocab,
-                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes(),
-                "system_info": llama_cpp.llama_print_system_info().decode()}
+                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes(), "system_info": system_info()}
 
     def special_tokens(self) -> dict[str, str]:
         """BOS and EOS as text, which chat templates write into the prompt."""

@@ -50,6 +50,11 @@ class KldPlan:
             raise UsageError(f"top-k {self.top_k} is out of range", hint="use 1 to 1024")
         return self
 
+    def engine_settings(self) -> EngineSettings:
+        """The engine settings both passes run with (and the run records): one sequence of n_ctx tokens."""
+        return replace(self.settings, n_ctx=self.n_ctx, n_batch=max(self.n_ctx, 512), n_ubatch=min(self.n_ctx, 512),
+                       n_seq_max=1)
+
 
 def corpus() -> tuple[str, str, str]:
     """(text, sha256 of its UTF-8 bytes, version): the fixed stdlib files joined."""
@@ -81,10 +86,6 @@ def chunks_of(tokens: list[int], n_ctx: int, max_chunks: int | None, bos: int | 
     return out
 
 
-def _settings(plan: KldPlan) -> EngineSettings:
-    return replace(plan.settings, n_ctx=plan.n_ctx, n_batch=max(plan.n_ctx, 512), n_ubatch=min(plan.n_ctx, 512), n_seq_max=1)
-
-
 def _reference_pass(ref: ResolvedModel, plan: KldPlan, text: str, corpus_sha: str, progress: ProgressFn) -> dict[str, np.ndarray]:
     sha = ref.manifest.sha256 if ref.manifest else hashlib.sha256(str(ref.path).encode()).hexdigest()
     cache = config.home() / "cache" / "kld" / f"{sha[:16]}-{corpus_sha[:12]}-c{plan.n_ctx}-n{plan.max_chunks}-k{plan.top_k}.npz"
@@ -92,7 +93,7 @@ def _reference_pass(ref: ResolvedModel, plan: KldPlan, text: str, corpus_sha: st
         with np.load(cache) as saved:
             return {k: saved[k] for k in saved.files}
     label = f"reference {ref.label}"
-    with EngineProcess(str(ref.path), _settings(plan)) as engine:
+    with EngineProcess(str(ref.path), plan.engine_settings()) as engine:
         chunks = chunks_of(engine.call("tokenize", text=text, add_special=True), plan.n_ctx, plan.max_chunks, engine.call("bos"))
         parts = []
         for i, chunk in enumerate(chunks):
@@ -113,7 +114,7 @@ def _model_pass(model: ResolvedModel, plan: KldPlan, reference: dict[str, np.nda
     chunks = [list(map(int, c)) for c in reference["chunks"]]
     per_chunk = plan.n_ctx - 1 - plan.n_ctx // 2
     label = f"score {model.label}"
-    with EngineProcess(str(model.path), _settings(plan)) as engine:
+    with EngineProcess(str(model.path), plan.engine_settings()) as engine:
         parts = []
         for i, chunk in enumerate(chunks):
             progress(label, i, len(chunks))
@@ -161,7 +162,7 @@ def evaluate_kld(ref: str, reference: str, plan: KldPlan = KldPlan(), *, store: 
     kld = kl_per_position(ref_data["top_logp"], found["logp_at_ref"])
     report = _figures(kld, found, ref_data)
     run = Run(kind="eval", model=model.label, backend="llama.cpp",
-              settings={**_settings(plan).to_dict(), "top_k": plan.top_k, "max_chunks": plan.max_chunks,
+              settings={**plan.engine_settings().to_dict(), "top_k": plan.top_k, "max_chunks": plan.max_chunks,
                         "reference": base.label, "reference_sha256": base.manifest.sha256 if base.manifest else None},
               hardware=machine_facts(), variantlab_version=__version__,
               model_sha256=model.manifest.sha256 if model.manifest else None, file_type=info.file_type,

@@ -74,7 +74,7 @@ class Run:
             "engine": self.engine_version, "suite": self.suite, "suite_version": self.suite_version,
             "dataset": self.dataset_sha256,
             "settings": {k: self.settings.get(k) for k in COMPARABLE_SETTINGS},
-            "hardware": {k: self.hardware.get(k) for k in COMPARABLE_HARDWARE},
+            "hardware": {k: _steady(k, self.hardware.get(k)) for k in COMPARABLE_HARDWARE},
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -83,6 +83,13 @@ class Run:
         data["comparable_key"] = self.comparable_key()
         data["metrics"] = {name: m.__dict__ for name, m in self.metrics.items()}
         return data
+
+
+def _steady(key: str, value: Any) -> Any:
+    """A hardware fact without what changes from minute to minute (a GPU's free memory)."""
+    if key == "gpus" and isinstance(value, list):
+        return [{k: v for k, v in gpu.items() if k != "free_bytes"} if isinstance(gpu, dict) else gpu for gpu in value]
+    return value
 
 
 def default_path() -> Path:
