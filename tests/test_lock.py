@@ -194,3 +194,41 @@ def test_a_kill_at_any_point_leaves_lock_and_store_consistent(project: Path, ope
             assert all(c.ok or c.found is None for c in checks)
             lock.sync()
         assert all(c.ok for c in lock.verify()), [c.problem for c in lock.verify()]
+
+
+def test_add_takes_what_models_fetch_takes(project: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16, defect 4: `lock add chat file:/path/to/a.gguf` said "no such file" for a file that exists.
+    A file: spec (or a bare path) is fetched into the store, verified and pinned; so is an hf: spec."""
+    new = write_tiny_model(tmp_path / "fresh-model.gguf", n_layers=5)
+    result = cli("lock", "add", "chat", f"file:{new}", "--json")
+    assert result.code == 0, result.err
+    pin = lock.read_lock(project / "variantlab.lock").roles["chat"]
+    stored = Store().manifest("fresh-model")
+    assert stored is not None and pin.sha256 == stored.sha256 and pin.model == "fresh-model"
+    assert Store().blob_path(pin.sha256).read_bytes() == new.read_bytes()
+    # the same name made from other bytes later: the pin follows the file, not the old store entry
+    write_tiny_model(new, n_layers=6)
+    assert cli("lock", "add", "complete", str(new)).code == 0
+    assert Store().blob_path(lock.read_lock(project / "variantlab.lock").roles["complete"].sha256).read_bytes() \
+        == new.read_bytes()
+    missing = cli("lock", "add", "infill", f"file:{tmp_path / 'nope.gguf'}")
+    assert missing.code == 2 and "does not exist" in missing.err
+    assert "infill" not in lock.read_lock(project / "variantlab.lock").roles
+
+
+def test_add_fetches_an_hf_spec_from_the_hub(project: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                             monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    from tests.hub_server import HubRepo, serve_hub
+
+    (tmp_path / "hub").mkdir()
+    served = write_tiny_model(tmp_path / "hub" / "tiny-coder.Q8_0.gguf", n_layers=2)
+    repo = HubRepo()
+    repo.add_commit("c1" * 20, {"tiny-coder.Q8_0.gguf": served.read_bytes()})
+    with serve_hub({"someone/tiny-coder-GGUF": repo}) as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        result = cli("lock", "add", "chat", "hf:someone/tiny-coder-GGUF/tiny-coder.Q8_0.gguf")
+    assert result.code == 0, result.err
+    pin = lock.read_lock(project / "variantlab.lock").roles["chat"]
+    assert Store().blob_path(pin.sha256).read_bytes() == served.read_bytes()
+    assert pin.fetch and pin.fetch.startswith("hf:someone/tiny-coder-GGUF/tiny-coder.Q8_0.gguf")

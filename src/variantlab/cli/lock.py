@@ -35,10 +35,12 @@ def _figures(pin: lock_lib.Pin | None, db: ResultsDB) -> str:
 
 @app.command()
 def add(role: Annotated[str, typer.Argument(help="chat, complete, infill, … (your name for the job)")],
-        model: Annotated[str, typer.Argument(help="A stored model name.")],
+        model: Annotated[str, typer.Argument(help="A stored model name, or what `models fetch` takes (a built-in name, "
+                                                   "file:PATH, hf:OWNER/REPO/FILE.gguf[@REV]); fetched first if missing.")],
         message: MessageOpt = "", lockfile: LockOpt = None, json_out: JsonOpt = False) -> None:
-    """Pin ROLE to MODEL (hashing it first), recording the change and the results behind it."""
-    entry = lock_lib.add(role, model, message=message, lock_path=lockfile)
+    """Pin ROLE to MODEL (fetching it into the store if need be, hashing it first), recording the change and the results behind it."""
+    with progress_bars() as progress:
+        entry = lock_lib.add(role, model, message=message, lock_path=lockfile, progress=progress)
     if json_out:
         print_json({"revision": entry.revision, "role": role, "before": _pin_row(entry.before), "after": _pin_row(entry.after)})
         return

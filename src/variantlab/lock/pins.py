@@ -98,18 +98,31 @@ def _change(lock_path: Path, role: str, action: str, after: Pin | None, message:
 
 
 def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None, store: Store | None = None,
-        db: ResultsDB | None = None) -> HistoryEntry:
-    """Pin ``role`` to the stored model ``ref`` (its bytes are hashed first: the pin is what is on disk)."""
+        db: ResultsDB | None = None, progress: ProgressFn = no_progress) -> HistoryEntry:
+    """Pin ``role`` to ``ref``: a stored name, or anything ``models fetch`` takes (a built-in name,
+    ``file:PATH``, ``hf:…``; a bare path is read as ``file:``), fetched into the store first when it is
+    not there. Its bytes are hashed first: the pin is what is on disk."""
     _check_role(role)
     store = store or Store()
-    resolved = store.resolve(ref)
-    if resolved.manifest is None:
-        raise LockError(f"{ref} is a file outside the store; a pin must name stored bytes",
-                        hint=f"run `variantlab models fetch file:{ref}` first, then pin the name it prints")
-    _verify_blob(store, resolved.manifest.sha256, f"{role} → {resolved.manifest.name}", force=True)
+    manifest = _stored_or_fetched(ref, store, progress)
+    _verify_blob(store, manifest.sha256, f"{role} → {manifest.name}", force=True)
     path = default_lock_path(lock_path)
     with store.locked(), locked(path), (db or ResultsDB()) as results:
-        return _change(path, role, "add", pin_for(resolved.manifest, results), message or f"pin {resolved.manifest.name}")
+        return _change(path, role, "add", pin_for(manifest, results), message or f"pin {manifest.name}")
+
+
+def _stored_or_fetched(ref: str, store: Store, progress: ProgressFn) -> Manifest:
+    """The stored model ``ref`` names, fetching it first when it is a fetch spec the store lacks.
+
+    A ``file:`` spec is always read again (hashed while copied), so a stored model of the same name
+    made from other bytes is never pinned in its place.
+    """
+    if ref.startswith(("file:", "hf:")) or (ref in builtin_models() and store.manifest(ref) is None):
+        return fetch(ref, store=store, force=ref.startswith("file:"), progress=progress).manifest
+    resolved = store.resolve(ref)
+    if resolved.manifest is None:  # a file outside the store, named by its path
+        return _stored_or_fetched(f"file:{resolved.path}", store, progress)
+    return resolved.manifest
 
 
 def remove(role: str, *, message: str = "", lock_path: Path | None = None) -> HistoryEntry:
