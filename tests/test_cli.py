@@ -76,3 +76,16 @@ def test_store_is_read_from_the_environment_at_call_time(cli, tiny_model: Path, 
     cli("models", "fetch", f"file:{tiny_model}", "--name", "tiny")
     monkeypatch.setenv("VARIANTLAB_HOME", str(tmp_path / "other"))
     assert Store().manifests() == []
+
+
+def test_tables_off_a_terminal_keep_every_name_whole(cli, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16, defect 5: piped, `models list` cut names to "qwen2.5-co…", so rungs could not be told apart."""
+    names = ["qwen2.5-coder-0.5b-instruct-dequantized-f16-requantized:q2_k",
+             "qwen2.5-coder-0.5b-instruct-dequantized-f16-requantized:q3_k_s"]
+    for name in names:
+        assert cli("models", "fetch", f"file:{tiny_model}", "--name", name).code == 0
+    listed = cli("models", "list")
+    assert listed.code == 0
+    assert all(name in listed.out for name in names) and "…" not in listed.out
+    catalog = cli("catalog")
+    assert "TheBloke/CodeLlama-7B-Python-GGUF" in catalog.out and "…" not in catalog.out

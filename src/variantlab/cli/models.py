@@ -62,7 +62,7 @@ def list_models(
         return
     table = Table("name", "type", "size", "sha256", "source", "added")
     for m in manifests:
-        table.add_row(m.name, m.file_type or "?", human_bytes(m.size), m.sha256[:12], m.source[:48], m.added_at)
+        table.add_row(m.name, m.file_type or "?", human_bytes(m.size), m.sha256[:12], m.source, m.added_at)
     stdout_console().print(table)
 
 

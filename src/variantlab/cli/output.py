@@ -18,14 +18,22 @@ PHASE_LABELS = {"download": "downloading", "packages": "fetching packages", "cop
 BYTE_PHASES = {"download", "copy", "hash"}  # phases that count bytes; the others count steps
 
 
+# Off a terminal (a pipe, a file, a log) nothing is cut to fit: a table takes its natural width, as
+# pip's and git's output does, so a script or a person reading the log sees every name whole.
+UNBOUNDED_WIDTH = 10_000
+
+
 def stdout_console(min_width: int | None = None) -> Console:
     """A console on the current stdout (made per call so tests and redirections are obeyed).
 
-    ``min_width``: a wide table piped to a file or a log keeps its columns instead of being
-    squeezed to the 80 columns rich assumes off a terminal.
+    On a terminal, rich fits tables to the window (``min_width`` keeps a wide table's columns);
+    off one, a table keeps its natural width instead of being squeezed into the 80 columns rich
+    assumes, which cut names such as "qwen2.5-co…" that tell rungs apart.
     """
     console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
-    if min_width and not console.is_terminal and console.width < min_width:
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=False, width=UNBOUNDED_WIDTH)
+    elif min_width and console.width < min_width:
         console = Console(file=sys.stdout, highlight=False, soft_wrap=False, width=min_width)
     return console
 
