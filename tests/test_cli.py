@@ -89,3 +89,21 @@ def test_tables_off_a_terminal_keep_every_name_whole(cli, tiny_model: Path) -> N
     assert all(name in listed.out for name in names) and "…" not in listed.out
     catalog = cli("catalog")
     assert "TheBloke/CodeLlama-7B-Python-GGUF" in catalog.out and "…" not in catalog.out
+
+
+def test_a_long_job_piped_names_each_step_on_stderr(capsys) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16, defect 6: `make run` piped to a log printed nothing for the ladder's minutes. Off a
+    terminal each of the job's steps is one plain line on stderr; its inner phases and repeats print nothing."""
+    from variantlab.cli.output import progress_bars
+
+    with progress_bars(steps="ladder") as progress:
+        for k, step in enumerate(("make", "fit", "bench")):
+            progress(f"ladder: Q2_K (1/1) {step}", k, 3)
+            progress("generate tiny", 5, 10)
+            progress(f"ladder: Q2_K (1/1) {step}", k, 3)
+    with progress_bars() as progress:
+        progress("ladder: Q2_K (1/1) make", 0, 3)  # a command that names no steps stays silent
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert [line.split(" [")[0] for line in lines] == [f"ladder: Q2_K (1/1) {s}" for s in ("make", "fit", "bench")]
+    assert lines[1].startswith("ladder: Q2_K (1/1) fit [1/3] ") and captured.out == ""

@@ -59,6 +59,9 @@ def test_interrupted_ladder_resumes_without_redoing_rungs(ladder_home: Path) -> 
         before = {r.id for r in db.runs(limit=1000)}
     done = vl(ladder_home, *LADDER, "--json")
     assert done.returncode == 0, done.stderr
+    # piped, the ladder still says where it is: one plain line per rung step on stderr (issue 16, defect 6)
+    steps = [line for line in done.stderr.splitlines() if line.startswith("ladder: ")]
+    assert any("Q8_0 (2/2) bench" in line for line in steps) and len(steps) == len(set(steps)), done.stderr
     result = json.loads(done.stdout)
     with ResultsDB(db_path) as db:
         runs = db.runs(limit=1000)

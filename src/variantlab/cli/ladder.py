@@ -30,7 +30,7 @@ def ladder(
     finished measurements are reused. `variantlab report` turns the table into an HTML page.
     """
     plan = LadderPlan(model, tuple(split_list(types)) if types else (), task, ctx, suite, gib_option_bytes(mem), threads)
-    with progress_bars() as progress:
+    with progress_bars(steps="ladder") as progress:
         result = run_ladder(plan, progress=progress)
     if json_out:
         print_json(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,14 +48,16 @@ def print_json(data: Any) -> None:
 
 
 @contextlib.contextmanager
-def progress_bars() -> Iterator[ProgressFn]:
+def progress_bars(steps: str | None = None) -> Iterator[ProgressFn]:
     """A ProgressFn that draws one bar per phase on stderr, for work of more than a moment.
 
     Off a terminal rich draws no bars but still ends with a blank line, which would turn an
-    error's one line on stderr into two: there the reporter does nothing.
+    error's one line on stderr into two: there the reporter draws nothing, except that a long
+    job names its ``steps`` (phases that start with that word, e.g. "ladder") so that a log of
+    a run that takes many minutes shows where it is: one plain line per step, as pip does.
     """
     if not stderr_console().is_terminal:
-        yield no_progress
+        yield _plain_step_lines(steps) if steps else no_progress
         return
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"), TimeElapsedColumn()]
     with Progress(*columns, console=stderr_console(), transient=True) as bars:
@@ -70,6 +73,22 @@ def progress_bars() -> Iterator[ProgressFn]:
             bars.update(tasks[phase], completed=done, total=total, amount=amount)
 
         yield report
+
+
+def _plain_step_lines(steps: str) -> ProgressFn:
+    """One line on stderr the first time each phase starting with ``steps`` reports, with the overall count."""
+    seen: set[str] = set()
+    started = time.monotonic()
+
+    def report(phase: str, done: int, total: int | None) -> None:
+        if phase.startswith(steps) and phase not in seen:
+            seen.add(phase)
+            elapsed = int(time.monotonic() - started)
+            count = f" [{done}/{total}]" if total else ""
+            sys.stderr.write(f"{phase}{count} {elapsed // 60}:{elapsed % 60:02d}\n")
+            sys.stderr.flush()
+
+    return report
 
 
 def gib_option_bytes(mem: float | None) -> int | None:
