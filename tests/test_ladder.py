@@ -211,3 +211,50 @@ def test_a_gpus_free_memory_does_not_make_runs_incomparable() -> None:
     other = Run(kind="bench", model="m", backend="llama.cpp", settings={}, variantlab_version="0.1.0",
                 hardware={"cpu": "x", "gpus": [{**gpu, "total_bytes": 80 << 30, "free_bytes": 1}]})
     assert other.comparable_key() != runs[0].comparable_key()
+
+
+def _with_speed_ranges(rows: list[dict[str, Any]], ranges: dict[str, tuple[float, float, float]]) -> list[dict[str, Any]]:
+    """Rows whose generation speed is (median, min, max) over 3 repetitions for the named rungs."""
+    out = []
+    for r in rows:
+        median, low, high = ranges.get(r["file_type"], (r["gen_tokens_per_s"],) * 3)
+        out.append({**r, "gen_tokens_per_s": median, "gen_tokens_per_s_min": low, "gen_tokens_per_s_max": high,
+                    "gen_tokens_per_s_reps": 3})
+    return out
+
+
+def test_fastest_treats_rungs_the_noise_cannot_separate_as_tied() -> None:
+    """Issue 16, defect 2: Q2_K and Q3_K_S measured 58.6 and 69.0 tokens/s with overlapping repetitions, and
+    Q3_K_S was named fastest. Overlapping ranges are a tie, the tie goes to the least memory, and the reason says so."""
+    noisy = _with_speed_ranges(rows_at(4096, 24), {"Q2_K": (58.6, 50.2, 70.3), "Q3_K_M": (69.0, 57.0, 71.8)})
+    picks = choose(noisy)
+    assert picks["fastest"]["file_type"] == "Q2_K"  # the smaller of the tied rungs
+    assert set(picks["fastest"]["tied"]) == {"Q2_K", "Q3_K_M"}
+    assert "too few repetitions to separate them" in picks["fastest"]["reason"]
+    clear = _with_speed_ranges(rows_at(4096, 24), {"Q2_K": (58.6, 58.0, 59.1), "Q3_K_M": (69.0, 68.5, 69.9)})
+    picks = choose(clear)
+    assert picks["fastest"]["file_type"] == "Q3_K_M" and picks["fastest"]["tied"] == ["Q3_K_M"]
+    assert "clear of every other rung's range" in picks["fastest"]["reason"]
+
+
+def test_the_table_shows_the_spread_of_speed() -> None:
+    from variantlab.report import TABLE_HEADERS, table_rows
+
+    rows = _with_speed_ranges(rows_at(4096, 24), {"Q2_K": (58.6, 50.2, 70.3)})
+    result = {"rows": rows, "picks": choose(rows)}
+    column = TABLE_HEADERS.index("gen tok/s (range)")
+    assert table_rows(result)[0][column] == "58.6 (50.2–70.3)"
+    old = [{k: v for k, v in r.items() if not k.startswith("gen_tokens_per_s_")} for r in rows]  # recorded before
+    assert table_rows({"rows": old, "picks": choose(old)})[0][column] == "58.6"
+
+
+def test_suites_and_tasks_come_from_the_data_files() -> None:
+    """Issue 16, defect 3: one source of truth, the data files, for the ladder's suites and tasks."""
+    from variantlab.knowledge import load_data
+
+    for suite in load_data("ladder.toml")["suite"]:
+        assert LadderPlan("m", suite=suite).checked().suite == suite
+    for task in load_data("tasks.toml")["tasks"]:
+        assert LadderPlan("m", task=task).checked().task == task
+    with pytest.raises(UsageError, match="use one of chat, complete, infill, python|use one of complete"):
+        LadderPlan("m", task="poetry").checked()

@@ -36,8 +36,6 @@ from .results import ResultsDB, Run
 from .store import Manifest, Store
 from .store.files import ProgressFn, no_progress
 
-SUITES = ("quick", "full")
-TASKS = ("chat", "complete", "infill", "python")
 STEPS = ("make", "fit", "bench", "accuracy", "kld")
 
 
@@ -54,10 +52,11 @@ class LadderPlan:
     threads: int | None = None
 
     def checked(self) -> LadderPlan:
-        if self.suite not in SUITES:
-            raise UsageError(f"unknown suite {self.suite!r}", hint=f"use {' or '.join(SUITES)}")
-        if self.task not in TASKS:
-            raise UsageError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(TASKS)}")
+        suites, tasks = list(load_data("ladder.toml")["suite"]), list(load_data("tasks.toml")["tasks"])
+        if self.suite not in suites:
+            raise UsageError(f"unknown suite {self.suite!r}", hint=f"use {' or '.join(suites)}")
+        if self.task not in tasks:
+            raise UsageError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(tasks)}")
         FitRequest(ctx=self.ctx, ram_bytes=self.ram_bytes).checked()
         rungs = self.types or tuple(ft.name for ft in (quick_ladder() if self.suite == "quick" else full_ladder()))
         return replace(self, types=tuple(file_type(t).name for t in rungs))
@@ -216,6 +215,40 @@ def _median(run: Run, name: str) -> float | None:
     return metric.median if metric else None
 
 
+def _spread(run: Run, name: str) -> dict[str, Any]:
+    """The lowest and highest of a metric's repetitions, and how many there were."""
+    metric = run.metrics.get(name)
+    return {f"{name}_min": metric.min if metric else None, f"{name}_max": metric.max if metric else None,
+            f"{name}_reps": metric.n if metric else 0}
+
+
+def speed_range(row: dict[str, Any]) -> tuple[float, float]:
+    """A rung's generation speed as the range of its repetitions (its median alone where none are recorded)."""
+    median = row["gen_tokens_per_s"] or 0.0
+    low, high = row.get("gen_tokens_per_s_min"), row.get("gen_tokens_per_s_max")
+    return (median if low is None else low), (median if high is None else high)
+
+
+def _fastest(fitting: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The fastest rung, and the rungs tied with it: those whose range of repetitions overlaps the
+    fastest median's range. A tie goes to the least memory, since the measurement cannot tell them apart."""
+    top = max(fitting, key=lambda r: (r["gen_tokens_per_s"] or 0, -r["memory_bytes"]))
+    top_low, top_high = speed_range(top)
+    tied = [r for r in fitting if speed_range(r)[1] >= top_low and speed_range(r)[0] <= top_high]
+    return min(tied, key=lambda r: (r["memory_bytes"], -(r["gen_tokens_per_s"] or 0))), tied
+
+
+def _fastest_reason(fastest: dict[str, Any], tied: list[dict[str, Any]]) -> str:
+    low, high = speed_range(fastest)
+    spread = f"{fastest['gen_tokens_per_s']:.1f} tokens/s, {low:.1f}–{high:.1f} over {fastest.get('gen_tokens_per_s_reps', 0)} reps"
+    if len(tied) == 1:
+        return f"highest generation speed that fits ({spread}), clear of every other rung's range"
+    others = ", ".join(r["file_type"] for r in tied if r is not fastest)
+    return (f"tied for the highest generation speed with {others}: their ranges over the repetitions overlap, so "
+            f"too few repetitions to separate them; of the tied rungs, the least memory ({spread}); "
+            "more repetitions (--suite full) may separate them")
+
+
 def _row(made: Manifest, est: dict[str, Any], bench_run: Run, eval_run: Run, kld_run: Run) -> dict[str, Any]:
     passed, samples = int(_median(eval_run, "passed") or 0), int(_median(eval_run, "samples") or 0)
     low, high = wilson_interval(passed, samples, pick_rules()["confidence"])
@@ -227,6 +260,7 @@ def _row(made: Manifest, est: dict[str, Any], bench_run: Run, eval_run: Run, kld
         "load_s": _median(bench_run, "load_s"), "ttft_s": _median(bench_run, "ttft_s"),
         "prompt_tokens_per_s": _median(bench_run, "prompt_tokens_per_s"),
         "gen_tokens_per_s": _median(bench_run, "gen_tokens_per_s"),
+        **_spread(bench_run, "gen_tokens_per_s"),
         "pass_at_1": _median(eval_run, "pass@1"), "passed": passed, "problems": samples,
         "pass_at_1_low": low, "pass_at_1_high": high,
         "mean_kld": _median(kld_run, "mean_kld"), "same_top_p": _median(kld_run, "same_top_p"),
@@ -241,14 +275,14 @@ def choose(rows: list[dict[str, Any]], rules: dict[str, Any] | None = None) -> d
     fitting = [r for r in rows if r["fits"]]
     if not fitting:
         return {"fastest": None, "balanced": None, "best quality": None}
-    fastest = max(fitting, key=lambda r: (r["gen_tokens_per_s"] or 0, -r["memory_bytes"]))
+    fastest, tied = _fastest(fitting)
     best = max(fitting, key=lambda r: (r["pass_at_1"] or 0, -(r["mean_kld"] or 0), -r["memory_bytes"]))
     close = [r for r in fitting if r["pass_at_1_high"] >= best["pass_at_1_low"]
              and r["mean_kld"] is not None and r["mean_kld"] <= rules["balanced_kld_max"]]
     balanced = min(close, key=lambda r: r["memory_bytes"]) if close else best
     return {
-        "fastest": {"model": fastest["model"], "file_type": fastest["file_type"],
-                    "reason": f"highest generation speed that fits ({fastest['gen_tokens_per_s']:.1f} tokens/s)"},
+        "fastest": {"model": fastest["model"], "file_type": fastest["file_type"], "reason": _fastest_reason(fastest, tied),
+                    "tied": [r["file_type"] for r in tied]},
         "balanced": {"model": balanced["model"], "file_type": balanced["file_type"],
                      "reason": (f"least memory ({balanced['memory_bytes'] / 2**30:.2f} GiB) with pass@1 within the best's "
                                 f"interval and mean KLD {balanced['mean_kld']:.4f} ≤ {rules['balanced_kld_max']}")
@@ -263,11 +297,14 @@ def rules_text(plan: LadderPlan, rules: dict[str, Any] | None = None) -> list[st
     budget = "the memory available now" if plan.ram_bytes is None else f"{plan.ram_bytes / 2**30:.1f} GiB"
     return [
         f"fits: fit's estimate at {plan.ctx} tokens of context (weights + KV cache + compute) is within {budget}",
-        "fastest: the highest measured generation tokens/s among the rungs that fit",
+        "fastest: the highest measured generation tokens/s among the rungs that fit; rungs whose ranges over the "
+        "bench repetitions overlap the fastest's range are tied (the measurement cannot separate them), and a tie "
+        "goes to the least memory",
         "best quality: the highest pass@1 among the rungs that fit; ties go to the lower mean KLD",
         f"balanced: the least memory among the rungs that fit whose pass@1 {rules['confidence']:.0%} Wilson interval "
         f"reaches the best rung's interval and whose mean KLD is at most {rules['balanced_kld_max']} nats; "
-        "if none, the best quality",
+        "if none, the best quality (rungs of one model, all measured here; `pick`, which compares different "
+        "models from published and predicted figures, has its own balanced rule, based on a comfortable speed)",
     ]
 
 

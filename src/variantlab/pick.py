@@ -211,7 +211,9 @@ def tier_rules(spec: dict[str, Any]) -> list[str]:
         f"no tier proposes a variant below {cfg['min_level_bits']} bits",
         "fastest: the highest generation tokens/s",
         f"balanced: the most accurate model whose {cfg['balanced_file_type']} (or nearest higher rung) reaches "
-        f"{spec['comfortable_tokens_per_s']} tokens/s; if none does, the best accuracy × speed",
+        f"{spec['comfortable_tokens_per_s']} tokens/s; if none does, the best accuracy × speed (different models "
+        "from published and predicted figures; `ladder`, which measures the rungs of one model here, picks its "
+        "balanced rung by interval overlap and a KLD bound instead)",
         "best quality: the most accurate model, at the highest rung that fits",
         "measured figures (results database, this file) replace published and predicted ones; a model's other "
         "rungs are predicted with the bandwidth share its measured file reached",

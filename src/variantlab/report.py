@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 from typing import Any
+
+from .ladder import speed_range
 
 TIERS = ("fastest", "balanced", "best quality")
 
@@ -40,41 +43,68 @@ def _label_rows(xs: list[float], ys: list[float]) -> list[int]:
 
 
 def chart_png(result: dict[str, Any]) -> bytes:
-    """Accuracy against memory and against speed, the Pareto front drawn, picks marked."""
+    """Accuracy and mean KLD against memory and against speed, each Pareto front drawn, picks marked.
+
+    pass@1 on a small suite rarely separates rungs (the intervals overlap), while mean KLD does:
+    the second row charts it on a log scale.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    rows = [r for r in result["rows"] if r["pass_at_1"] is not None]
-    picked = picks_by_model(result)
-    fig = Figure(figsize=(11, 4.6), dpi=110)
-    axes = fig.subplots(1, 2, sharey=True)
-    panels = ((axes[0], "memory_bytes", "memory at context (GiB)", True, 1 / 2**30),
-              (axes[1], "gen_tokens_per_s", "generation (tokens/s)", False, 1.0))
-    for ax, key, label, lower_better, scale in panels:
-        xs = [r[key] * scale for r in rows]
-        ys = [r["pass_at_1"] * 100 for r in rows]
-        err = [[max(0.0, r["pass_at_1"] - r["pass_at_1_low"]) * 100 for r in rows],
-               [max(0.0, r["pass_at_1_high"] - r["pass_at_1"]) * 100 for r in rows]]
-        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="#bbbbbb", elinewidth=1, capsize=3, zorder=1)
-        colors = ["#2a7ab0" if r["fits"] else "#c0c0c0" for r in rows]
-        ax.scatter(xs, ys, c=colors, s=46, zorder=3)
-        front = sorted(pareto_front(list(zip(xs, ys)), lower_better), key=lambda i: xs[i])
-        ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#e07b39", linewidth=1.5, zorder=2,
-                marker="o", markersize=12, markerfacecolor="none", label="Pareto front")  # rings: a front of one shows
-        for r, x, y, lift in zip(rows, xs, ys, _label_rows(xs, ys)):
-            tag = r["file_type"] + (f"  [{', '.join(picked[r['model']])}]" if r["model"] in picked else "")
-            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(6, 5 - 11 * lift), fontsize=8)
-        ax.set_xlabel(label)
-        ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel(f"pass@1 (%) on {rows[0]['problems'] if rows else 0} problems, 95% interval")
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{result['source']}: accuracy against memory and speed (grey: does not fit)", fontsize=10)
+    fig = Figure(figsize=(11, 8.6), dpi=110)
+    axes = fig.subplots(2, 2, sharey="row")
+    accuracy = [r for r in result["rows"] if r["pass_at_1"] is not None]
+    kld = [r for r in result["rows"] if r.get("mean_kld")]
+    _panel_row(axes[0], accuracy, result, _ACCURACY)
+    _panel_row(axes[1], kld, result, _KLD)
+    axes[0][0].set_ylabel(f"pass@1 (%) on {accuracy[0]['problems'] if accuracy else 0} problems, 95% interval")
+    axes[1][0].set_ylabel("mean KL-divergence (nats/token, log scale)")
+    axes[1][0].set_yscale("log")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{result['source']}: accuracy and KL-divergence against memory and speed (grey: does not fit)",
+                 fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+# (value on the y axis, its error bars or None, whether higher is better)
+_ACCURACY = (lambda r: r["pass_at_1"] * 100,
+             lambda r: (max(0.0, r["pass_at_1"] - r["pass_at_1_low"]) * 100, max(0.0, r["pass_at_1_high"] - r["pass_at_1"]) * 100),
+             True)
+_KLD = (lambda r: r["mean_kld"], None, False)
+_X_AXES = (("memory_bytes", "memory at context (GiB)", True, 1 / 2**30), ("gen_tokens_per_s", "generation (tokens/s)", False, 1.0))
+
+
+def _panel_row(axes: Any, rows: list[dict[str, Any]], result: dict[str, Any], y_spec: Any) -> None:
+    y_of, err_of, higher_better = y_spec
+    picked = picks_by_model(result)
+    for ax, (key, label, lower_x_better, scale) in zip(axes, _X_AXES):
+        xs = [r[key] * scale for r in rows]
+        ys = [y_of(r) for r in rows]
+        if err_of is not None:
+            bars = [err_of(r) for r in rows]
+            ax.errorbar(xs, ys, yerr=[[b[0] for b in bars], [b[1] for b in bars]], fmt="none", ecolor="#bbbbbb",
+                        elinewidth=1, capsize=3, zorder=1)
+        if key == "gen_tokens_per_s":  # the range of the bench repetitions
+            ranges = [speed_range(r) for r in rows]
+            ax.errorbar(xs, ys, xerr=[[max(0.0, x - lo) for x, (lo, _) in zip(xs, ranges)],
+                                      [max(0.0, hi - x) for x, (_, hi) in zip(xs, ranges)]],
+                        fmt="none", ecolor="#bbbbbb", elinewidth=1, capsize=3, zorder=1)
+        ax.scatter(xs, ys, c=["#2a7ab0" if r["fits"] else "#c0c0c0" for r in rows], s=46, zorder=3)
+        ranked = [(x, y if higher_better else -y) for x, y in zip(xs, ys)]
+        front = sorted(pareto_front(ranked, lower_x_better), key=lambda i: xs[i])
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#e07b39", linewidth=1.5, zorder=2,
+                marker="o", markersize=12, markerfacecolor="none", label="Pareto front")  # rings: a front of one shows
+        heights = ys if higher_better else [-math.log10(max(y, 1e-12)) * 10 for y in ys]  # label rows in plot units
+        for r, x, y, lift in zip(rows, xs, ys, _label_rows(xs, heights)):
+            tag = r["file_type"] + (f"  [{', '.join(picked[r['model']])}]" if r["model"] in picked else "")
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(6, 5 - 11 * lift), fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
 
 
 def _cell(value: Any, fmt: str, scale: float = 1.0) -> str:
@@ -97,14 +127,21 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
         out.append([
             r["file_type"], _cell(r["file_bytes"], ".0f", 1 / 2**20), _cell(r["memory_bytes"], ".0f", 1 / 2**20),
             "yes" if r["fits"] else "no", _cell(r["load_s"], ".2f"), _cell(r["ttft_s"], ".3f"),
-            _cell(r["gen_tokens_per_s"], ".1f"),
+            _speed_cell(r),
             (f"{r['pass_at_1']:.1%} [{r['pass_at_1_low']:.0%}–{r['pass_at_1_high']:.0%}]" if r["pass_at_1"] is not None else "–"),
             _cell(r["mean_kld"], ".4f"), ", ".join(picked.get(r["model"], [])),
         ])
     return out
 
 
-TABLE_HEADERS = ["type", "file MiB", "memory MiB at ctx", "fits", "load s", "TTFT s", "gen tok/s",
+def _speed_cell(row: dict[str, Any]) -> str:
+    """Median generation speed with the range of its repetitions, so a reader sees which rungs the noise cannot separate."""
+    low, high = row.get("gen_tokens_per_s_min"), row.get("gen_tokens_per_s_max")
+    median = _cell(row["gen_tokens_per_s"], ".1f")
+    return median if low is None or high is None else f"{median} ({low:.1f}–{high:.1f})"
+
+
+TABLE_HEADERS = ["type", "file MiB", "memory MiB at ctx", "fits", "load s", "TTFT s", "gen tok/s (range)",
                  "pass@1 [95% CI]", "mean KLD", "pick"]
 
 
