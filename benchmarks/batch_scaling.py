@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_cpp_tools import ensure_tools  # noqa: E402
-
 from variantlab.engine import EngineProcess, EngineSettings, default_threads  # noqa: E402
 from variantlab.store import Store, default_model_name  # noqa: E402
 

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.tiny_gguf import write_tiny_model  # noqa: E402
+
 from variantlab.errors import ModelFileError  # noqa: E402
 from variantlab.modelfile import _read_model_file, open_reader  # noqa: E402
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_cpp_tools import ensure_tools  # noqa: E402
-
 from variantlab.engine import default_threads  # noqa: E402
 from variantlab.eval.kld import KldPlan, corpus, evaluate_kld  # noqa: E402
 from variantlab.quantize import dequantize, quantize  # noqa: E402

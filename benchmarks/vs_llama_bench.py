@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_cpp_tools import ensure_tools  # noqa: E402
-
 from variantlab.bench import BenchPlan, bench_models  # noqa: E402
 from variantlab.engine import EngineSettings, default_threads  # noqa: E402
 from variantlab.results import ResultsDB  # noqa: E402

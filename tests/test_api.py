@@ -10,7 +10,7 @@ import variantlab
 
 def test_exported_names_are_pinned() -> None:
     assert sorted(variantlab.__all__) == sorted([
-        "Disagreement", "Estimate", "FetchResult", "FitRequest", "IntegrityError", "Manifest", "ModelFile", "ModelFileError",
+        "Disagreement", "Estimate", "FetchResult", "FitRequest", "IntegrityError", "Manifest", "MissingFileError", "ModelFile", "ModelFileError",
         "ResolvedModel", "SourceError", "Store", "StoreError", "UnknownModelError", "UsageError",
         "VariantName", "VariantlabError", "VerifyReport", "__version__", "compare_with_file",
         "default_model_name", "explain_name", "explain_variant", "fetch", "fit", "hardware_profile", "inspect_model",
@@ -25,6 +25,7 @@ def test_errors_inherit_the_matching_builtins() -> None:
     assert issubclass(variantlab.UnknownModelError, LookupError)
     assert issubclass(variantlab.SourceError, ConnectionError)
     assert issubclass(variantlab.StoreError, OSError)
+    assert issubclass(variantlab.MissingFileError, FileNotFoundError)
 
 
 def test_importing_the_library_loads_no_engine() -> None:

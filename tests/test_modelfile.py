@@ -158,3 +158,25 @@ def test_a_well_formed_raw_model_is_read(tmp_path: Path) -> None:
 
     info = read_model_file(_raw_model(tmp_path / "ok.gguf", [("a", [64], 0, 0), ("b", [64], 0, 256)], 512))
     assert info.architecture == "llama"
+
+
+def test_a_missing_file_is_file_not_found_not_a_bad_value(tmp_path: Path) -> None:
+    """Issue 16: "no such file" was a ModelFileError (a ValueError); it is a FileNotFoundError in the one hierarchy."""
+    from variantlab.errors import MissingFileError, VariantlabError
+    from variantlab.modelfile import read_model_file
+    from variantlab.store import Store
+
+    for attempt in (lambda: read_model_file(tmp_path / "gone.gguf"), lambda: Store(tmp_path / "home").resolve(str(tmp_path / "gone.gguf"))):
+        with pytest.raises(MissingFileError) as err:
+            attempt()
+        assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, VariantlabError)
+        assert not isinstance(err.value, ValueError) and "gone.gguf: no such file" in str(err.value)
+
+
+def test_engine_and_sandbox_errors_are_in_the_one_hierarchy() -> None:
+    from variantlab import errors
+    from variantlab.engine import EngineCrashed, EngineError, RequestRefused
+    from variantlab.eval.sandbox import SandboxError
+
+    for error in (EngineCrashed, EngineError, RequestRefused, SandboxError, errors.TemplateRefused):
+        assert error.__module__ == "variantlab.errors" and issubclass(error, errors.VariantlabError)

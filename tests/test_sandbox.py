@@ -10,8 +10,7 @@ import psutil
 import pytest
 
 from variantlab.eval import humaneval as he
-from variantlab.eval.sandbox import (Limits, Program, SandboxError, canary_check, isolation_warning, run_program,
-                                     run_programs, strong_isolation)
+from variantlab.eval.sandbox import Limits, Program, SandboxError, canary_check, isolation_warning, run_program, run_programs, strong_isolation
 
 LIMITS = Limits(timeout_s=5.0)  # generous: the suite may share the machine with a model run
 

@@ -1,6 +1,6 @@
 """The serving loop in the engine child: one request that meets a bug fails alone (500, logged with
 its id) and the loop goes on serving the next (issue 15, point 1). No model is needed: the engine
-here is a stand-in whose tokenizer fails on one prompt."""
+here is a stand-in that fails on every prompt, in its tokenizer or while starting the sequence."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
+from variantlab.engine.messages import Request, Served, StopServing, Submit
 from variantlab.engine.serving import serve_loop
 
 
-class BrokenTokenizer:
+class BrokenEngine:
     settings = SimpleNamespace(n_ctx=256, n_seq_max=2)
 
-    def __init__(self) -> None:
+    def __init__(self, fails_in: str) -> None:
+        self.fails_in = fails_in
         self.released: list[int] = []
 
     def clear(self) -> None:
@@ -32,21 +34,30 @@ class BrokenTokenizer:
         self.released.append(seq_id)
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
-        raise RuntimeError(f"a bug met by {text!r}")
+        if self.fails_in == "tokenize":
+            raise RuntimeError(f"a bug met by {text!r}")
+        return [1, 2, 3]
+
+    def start_sequence(self, slot: int, prompt: list[int], *args: Any) -> Any:
+        raise RuntimeError(f"a bug met in slot {slot}")
 
 
-def test_a_request_that_raises_fails_alone_and_the_loop_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
-    inbox = deque([("submit", 7, "first", None, True, 8, [], {}), ("submit", 8, "second", None, True, 8, [], {}),
-                   ("stop",)])
-    sent: list[Any] = []
-    engine = BrokenTokenizer()
+@pytest.mark.parametrize("fails_in", ["tokenize", "start_sequence"])
+def test_a_request_that_raises_fails_alone_and_the_loop_goes_on(fails_in: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    inbox: deque[Any] = deque([Submit(Request(7, "first", None, True, 8, [], {})),
+                               Submit(Request(8, "second", None, True, 8, [], {})), StopServing()])
+    sent: list[Served] = []
+    engine = BrokenEngine(fails_in)
 
-    def poll(timeout: float | None) -> bool:  # "stop" arrives only once the loop has answered
-        return bool(inbox) and (inbox[0] != ("stop",) or bool(sent))
+    def poll(timeout: float | None) -> bool:  # StopServing arrives only once the loop has answered
+        return bool(inbox) and (not isinstance(inbox[0], StopServing) or bool(sent))
 
     serve_loop(engine, poll, inbox.popleft, sent.append, slots=2)  # type: ignore[arg-type]
-    errors = [item for message in sent for item in message[1]]
-    assert [e[0] for e in errors] == [7, 8]  # both answered, the second after the first failed
-    assert all(e[2]["status"] == 500 and e[2]["code"] == "internal_error" for e in errors)
+    errors = [item for message in sent for item in message.pieces]
+    assert [request_id for request_id, _ in errors] == [7, 8]  # both answered, the second after the first failed
+    assert all(piece.done and piece.done["status"] == 500 and piece.done["code"] == "internal_error"
+               for _, piece in errors)
     assert "request 7 failed" in capsys.readouterr().err
-    assert engine.released == [0, 1]  # the slots' cache cells are freed for the next request
+    # a request that failed after taking a slot leaves its cache cells freed for the next request
+    assert engine.released == ([] if fails_in == "tokenize" else [0, 0])

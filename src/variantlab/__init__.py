@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     IntegrityError,
+    MissingFileError,
     ModelFileError,
     SourceError,
     StoreError,
@@ -52,7 +53,8 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
-    "Disagreement", "Estimate", "FetchResult", "FitRequest", "IntegrityError", "Manifest", "ModelFile", "ModelFileError",
+    "Disagreement", "Estimate", "FetchResult", "FitRequest", "IntegrityError", "Manifest", "MissingFileError", "ModelFile",
+    "ModelFileError",
     "ResolvedModel", "SourceError", "Store", "StoreError", "UnknownModelError", "UsageError",
     "VariantName", "VariantlabError", "VerifyReport", "__version__", "compare_with_file",
     "default_model_name", "explain_name", "explain_variant", "fetch", "fit", "hardware_profile", "inspect_model",

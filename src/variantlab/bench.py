@@ -15,15 +15,14 @@ from importlib.metadata import version
 from typing import Any
 
 from . import __version__
-from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings, system_info
-from .engine.openai_backend import filler_prompt, is_openai_spec, resolve_endpoint, time_completion
+from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings, filler_prompt, is_openai_spec, resolve_endpoint, system_info, time_completion
 from .errors import UsageError
+from .files import ProgressFn, no_progress
 from .hardware import machine_facts, memory_bandwidth
 from .lock.pins import resolve_for_use
 from .modelfile import read_model_file
 from .results import Metric, ResultsDB, Run
 from .store import ResolvedModel, Store
-from .store.files import ProgressFn, no_progress
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,12 @@ import resource
 import threading
 from typing import Any
 
-from .errors import UsageError
+from .errors import TemplateRefused
 
 RENDER_TIMEOUT_S = 2.0
 START_TIMEOUT_S = 120  # spawning the renderer imports llama-cpp-python (not counted in the budget)
 RENDER_MEMORY_BYTES = 1 << 30
 MAX_PROMPT_CHARS = 4 << 20
-
-
-class TemplateRefused(UsageError):
-    """The chat template failed, ran over its time or memory budget, or wrote too much."""
 
 
 def _child(conn: Any, template: str, bos: str, eos: str, memory_bytes: int, max_chars: int) -> None:

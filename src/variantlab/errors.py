@@ -2,12 +2,18 @@
 
     VariantlabError
     ├── UsageError            (ValueError)        a bad argument: value, range, unknown choice
+    │   └── TemplateRefused                       a chat template that fails or overruns its budget
     ├── UnknownModelError     (LookupError)       a name the store or the catalog does not know
+    ├── MissingFileError      (FileNotFoundError) a path that names no file
     ├── ModelFileError        (ValueError)        a file that is not a readable GGUF model
     ├── IntegrityError        (ValueError)        bytes whose sha256 is not the one expected
     ├── SourceError           (ConnectionError)   a download or package fetch that failed
     ├── StoreError            (OSError)           the store on disk is unusable
-    └── LockError             (ValueError)        a lockfile that is unreadable, or a pin that cannot be met
+    ├── LockError             (ValueError)        a lockfile that is unreadable, or a pin that cannot be met
+    ├── EngineError           (RuntimeError)      llama.cpp refused a model or failed to decode
+    │   └── RequestRefused                        one request the engine cannot run (with a code)
+    ├── EngineCrashed         (RuntimeError)      the engine's child process died
+    └── SandboxError          (RuntimeError)      the sandbox cannot be trusted here (canary gate failed)
 
 Each inherits the matching builtin so callers that only know Python's own
 exceptions still catch them. The message always names the bad value; ``hint``
@@ -78,3 +84,36 @@ class StoreError(VariantlabError, OSError):
 
 class LockError(VariantlabError, ValueError):
     """A lockfile with a syntax error, an unknown role or revision, or a pin whose blob is gone."""
+
+
+class TemplateRefused(UsageError):
+    """The chat template failed, ran over its time or memory budget, or wrote too much."""
+
+
+class MissingFileError(VariantlabError, FileNotFoundError):
+    """A path given as a model (or another input file) that names no file."""
+
+    def __init__(self, path: object, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: no such file", hint=hint)
+        self.path = path
+        self.problem = "no such file"
+
+
+class EngineError(VariantlabError, RuntimeError):
+    """llama.cpp refused a model or failed to decode; the message carries llama.cpp's reason."""
+
+
+class RequestRefused(EngineError):
+    """A request the engine cannot run (an empty prompt, or one longer than a slot's context)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EngineCrashed(VariantlabError, RuntimeError):
+    """The engine's child process died; its signal or exit code is in the message."""
+
+
+class SandboxError(VariantlabError, RuntimeError):
+    """The sandbox cannot be trusted on this machine (the canary gate failed), so nothing is scored."""

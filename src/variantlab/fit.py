@@ -17,12 +17,12 @@ touched), which is what must fit. ``docs/benchmarks.md`` compares them with meas
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
-from .errors import ModelFileError, StoreError, UnknownModelError, UsageError
+from .errors import MissingFileError, ModelFileError, StoreError, UnknownModelError, UsageError
 from .hardware import gpus, ram_available_bytes
 from .knowledge import load_data
 from .knowledge.catalog import CatalogVariant, find_variant
@@ -134,7 +134,7 @@ def network_for(ref: str, store: Store | None = None) -> Network:
     store = store or Store()
     try:
         resolved = store.resolve(ref)
-    except (UnknownModelError, StoreError, ModelFileError) as exc:
+    except (UnknownModelError, StoreError, ModelFileError, MissingFileError) as exc:
         if isinstance(exc, ModelFileError) and Path(ref).expanduser().exists():
             raise  # a real file that is not a usable GGUF: say so, do not guess a catalog entry
         try:

@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 
 from . import config
-from .store.files import atomic_write_text
+from .files import atomic_write_text
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "asimd", "sve")
 PROBE_BYTES = 1024 * 1024 * 1024
@@ -54,7 +54,7 @@ def simd_features() -> list[str]:
 def gpus() -> list[dict[str, Any]]:
     """NVIDIA GPUs through NVML when the driver and nvidia-ml-py are present; else none."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
 
         pynvml.nvmlInit()
     except Exception:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import ModelFileError, UsageError
+from .errors import MissingFileError, ModelFileError, UsageError
+from .files import sha256_file
 from .modelfile import open_reader
-from .store.files import sha256_file
 
 SUMS, COUNTS = ".in_sum2", ".counts"
 
@@ -42,7 +43,7 @@ def read_imatrix(path: Path) -> Imatrix:
     """Read and check an imatrix GGUF; a bad file fails here, before any quantization starts."""
     try:
         reader = open_reader(path)  # the project's one GGUF reader: bounded, every corruption a ModelFileError
-    except ModelFileError as exc:
+    except (ModelFileError, MissingFileError) as exc:
         raise UsageError(f"--imatrix {path}: {exc.problem}",
                          hint="give the .gguf file that llama-imatrix wrote; an old .dat matrix converts with "
                               "`llama-imatrix --in-file OLD.dat -o NEW.gguf`") from None
@@ -62,17 +63,17 @@ def read_imatrix(path: Path) -> Imatrix:
                    int(meta["imatrix.chunk_count"]), int(meta["imatrix.chunk_size"]), entries)
 
 
-def _normalized(path: Path, name: str, sums: object, counts: object) -> np.ndarray:
+def _normalized(path: Path, name: str, sums: Any, counts: Any) -> np.ndarray:
     """Sums divided by the per-expert token count, in float32 as llama-quantize divides them."""
     import gguf
 
     if sums is None or counts is None:
         raise UsageError(f"--imatrix {path}: {name} has sums without counts or counts without sums",
                          hint="the file is damaged; compute it again with llama-imatrix")
-    if {sums.tensor_type, counts.tensor_type} != {gguf.GGMLQuantizationType.F32}:  # type: ignore[attr-defined]
+    if {sums.tensor_type, counts.tensor_type} != {gguf.GGMLQuantizationType.F32}:
         raise UsageError(f"--imatrix {path}: {name} is not stored as F32", hint="use a matrix written by llama-imatrix")
-    values = np.asarray(sums.data, dtype=np.float32).reshape(-1)  # type: ignore[attr-defined]
-    n = np.floor(np.asarray(counts.data, dtype=np.float64).reshape(-1) + 0.5).astype(np.float32)  # lround  # type: ignore[attr-defined]
+    values = np.asarray(sums.data, dtype=np.float32).reshape(-1)
+    n = np.floor(np.asarray(counts.data, dtype=np.float64).reshape(-1) + 0.5).astype(np.float32)  # lround
     if n.size == 0 or values.size % n.size:
         raise UsageError(f"--imatrix {path}: {name} has {values.size} sums for {n.size} counts",
                          hint="the file is damaged; compute it again with llama-imatrix")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 from typing import Any
 
 from .explain import Disagreement, VariantName, compare_with_file, explain_name
+from .files import ProgressFn, no_progress, sha256_file
 from .modelfile import ModelFile, read_model_file
 from .store import ResolvedModel, Store
-from .store.files import ProgressFn, no_progress, sha256_file
 
 
 def inspect_model(ref: str, *, store: Store | None = None, progress: ProgressFn = no_progress) -> dict[str, Any]:

@@ -26,15 +26,16 @@ from .eval import humaneval as he
 from .eval import infill
 from .eval.kld import KldPlan, corpus, evaluate_kld
 from .eval.run import EvalPlan, evaluate
+from .files import ProgressFn, no_progress
 from .fit import FitRequest, fit
 from .hardware import machine_facts, profile
 from .knowledge import load_data
-from .knowledge.quants import file_type, ladder as full_ladder, quick_ladder
+from .knowledge.quants import file_type, quick_ladder
+from .knowledge.quants import ladder as full_ladder
 from .modelfile import read_model_file
 from .quantize import FLOAT_TYPES, Rung, dequantize, plan_quantize, run_quantize
 from .results import ResultsDB, Run
 from .store import Manifest, Store
-from .store.files import ProgressFn, no_progress
 
 STEPS = ("make", "fit", "bench", "accuracy", "kld")
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,12 @@ import gguf
 import numpy as np
 
 from . import config
-from .errors import ModelFileError
+from .errors import MissingFileError, ModelFileError
+from .files import atomic_write_text
 from .knowledge import load_data
 from .knowledge.quant_rules import layer_of
 from .knowledge.quants import file_type_by_id
+from .text import clean_text
 
 _MIN_KV_BYTES = 8 + 4  # key length + value type, before any key or value bytes
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
@@ -206,18 +207,13 @@ class ModelFile:
         return bytes_read_per_token(self.tensors)
 
 
-def clean_text(text: str) -> str:
-    """Drop control and format characters so a model file cannot drive the terminal."""
-    return "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in "\n\t")
-
-
 def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
     """A bounded GGUFReader over ``path``, or ModelFileError naming the path and the problem."""
     p = Path(path)
     if not p.exists():
         if os.path.islink(p):
             raise ModelFileError(p, "could not read the file: a symbolic link that loops or points nowhere")
-        raise ModelFileError(p, "no such file", hint="give a GGUF path or a name from `variantlab models list`")
+        raise MissingFileError(p, hint="give a GGUF path or a name from `variantlab models list`")
     if not p.is_file():
         raise ModelFileError(p, "could not read the file: not a regular file (a folder, FIFO or device)")
     with p.open("rb") as fh:
@@ -252,8 +248,6 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return _from_record(json.loads(cache.read_text()), p)
     found = _read_model_file(p)
-    from .store.files import atomic_write_text  # here: the store package imports this module
-
     with contextlib.suppress(OSError):
         atomic_write_text(cache, json.dumps({k: v for k, v in asdict(found).items() if k != "path"}))
     return found

@@ -17,18 +17,20 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import gguf
+import numpy as np
 
+from .engine import default_threads, quantize_file
 from .errors import StoreError, UsageError
+from .files import ProgressFn, no_progress, sha256_file
 from .fit import gguf_file_bytes
 from .hardware import free_disk_bytes
 from .imatrix import Imatrix, read_imatrix
 from .knowledge.quant_rules import ModelShape, supported_file_types, tensor_types
-from .knowledge.quants import FileType, file_type as lookup_file_type, quant_types
+from .knowledge.quants import FileType, quant_types
+from .knowledge.quants import file_type as lookup_file_type
 from .modelfile import ModelFile, open_reader, read_model_file
 from .store import Manifest, ResolvedModel, Store
-from .store.files import ProgressFn, no_progress
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
 DISK_MARGIN = 1.05  # the plan's expected sizes are estimates; keep a little room
@@ -80,8 +82,6 @@ def dequantize(ref: str, to: str = "f16", *, store: Store | None = None, name: s
 
 
 def _sha(src: ResolvedModel) -> str:
-    from .store.files import sha256_file
-
     return src.manifest.sha256 if src.manifest else sha256_file(src.path)
 
 
@@ -96,12 +96,12 @@ def made_before(store: Store, lineage: dict[str, Any]) -> Manifest | None:
 
 
 def _copy_metadata(reader: gguf.GGUFReader, writer: gguf.GGUFWriter, file_type: gguf.LlamaFileType) -> None:
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
+    for entry in reader.fields.values():
+        if entry.name.startswith("GGUF.") or entry.name in ("general.architecture", "general.file_type"):
             continue
-        value_type = field.types[0]
-        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+        value_type = entry.types[0]
+        sub_type = entry.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(entry.name, entry.contents(), value_type, sub_type=sub_type)
     writer.add_file_type(int(file_type))
 
 
@@ -165,8 +165,6 @@ def llama_cpp_build() -> str:
 def plan_quantize(ref: str, types: list[str], *, allow_requantize: bool = False, imatrix: Path | None = None,
                   out_dir: Path | None = None, threads: int | None = None, store: Store | None = None) -> QuantizePlan:
     """Check everything that can be known before quantizing: source, types, requantize flag, disk."""
-    from .engine.settings import default_threads
-
     store = store or Store()
     src = store.resolve(ref)
     info = read_model_file(src.path)  # a file that is not a GGUF model fails here, before any work
@@ -255,8 +253,6 @@ def run_quantize(plan: QuantizePlan, *, store: Store | None = None, progress: Pr
 
 
 def _make_rung(plan: QuantizePlan, rung: Rung, store: Store, progress: ProgressFn) -> Made:
-    from .engine.quantizer import quantize_file
-
     label = f"quantize {rung.file_type}"
     with store.staging(".gguf") as staged:
         start = time.perf_counter()

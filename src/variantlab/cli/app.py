@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("variantlab: interrupted", file=sys.stderr)
         return 130
-    except typer.TyperException as exc:  # usage errors: typer prints the usage and the reason
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: typer's (vendored click) errors print the usage and the reason
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
         return int(getattr(exc, "exit_code", 2))
     except Exception as exc:  # a bug: say so in one line, traceback on request
         if config.debug():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Annotated, Any, Optional
 
 import typer
@@ -31,8 +32,9 @@ def bench(
 
     Exit code 2 if any model failed (it is still recorded as a failed run).
     """
-    settings = EngineSettings(n_threads=threads, n_gpu_layers=gpu_layers, flash_attn=flash_attn,
-                              **({"n_ctx": ctx} if ctx is not None else {}))
+    settings = EngineSettings(n_threads=threads, n_gpu_layers=gpu_layers, flash_attn=flash_attn)
+    if ctx is not None:
+        settings = replace(settings, n_ctx=ctx)
     plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None)
     with progress_bars() as progress:
         results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key, verify_hash=verify)

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from ..fit import FitRequest, check_claims, fit as fit_model
+from ..fit import FitRequest, check_claims
+from ..fit import fit as fit_model
 from .output import gib_option_bytes, human_bytes, print_json, stdout_console
 
 

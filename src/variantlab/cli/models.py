@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from ..store import Store, builtin_models, fetch as fetch_model
+from ..store import Store, builtin_models
+from ..store import fetch as fetch_model
 from .output import human_bytes, print_json, progress_bars, stderr_console, stdout_console
 
 app = typer.Typer(help="Fetch, list, locate and verify models in the store.", no_args_is_help=True)
@@ -41,8 +42,8 @@ def list_models(
 ) -> None:
     """The models in the store (or, with --available, the ones variantlab can fetch)."""
     if available:
-        rows = [{"name": b.name, "size": b.size, "sha256": b.sha256, "description": b.description,
-                 "in_store": Store().manifest(b.name) is not None} for b in builtin_models().values()]
+        rows: list[dict[str, Any]] = [{"name": b.name, "size": b.size, "sha256": b.sha256, "description": b.description,
+                                       "in_store": Store().manifest(b.name) is not None} for b in builtin_models().values()]
         if json_out:
             print_json(rows)
             return

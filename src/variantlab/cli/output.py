@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UsageError
-from ..store.files import ProgressFn, no_progress
+from ..files import ProgressFn, no_progress
 
 PHASE_LABELS = {"download": "downloading", "packages": "fetching packages", "copy": "copying", "hash": "hashing"}
 BYTE_PHASES = {"download", "copy", "hash"}  # phases that count bytes; the others count steps

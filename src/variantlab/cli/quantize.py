@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..quantize import QuantizePlan, dequantize as dequantize_model, plan_quantize, run_quantize
+from ..quantize import QuantizePlan, plan_quantize, run_quantize
+from ..quantize import dequantize as dequantize_model
 from .output import human_bytes, print_json, progress_bars, split_list, stdout_console
 
 

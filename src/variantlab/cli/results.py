@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from ..results import ResultsDB, compare as compare_runs
+from ..results import ResultsDB
+from ..results import compare as compare_runs
 from .output import print_json, stdout_console
 
 app = typer.Typer(help="List, show and compare recorded results.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
-def _headline(metrics: dict) -> str:  # type: ignore[type-arg]
+def _headline(metrics: dict[str, Any]) -> str:
     keys = ("gen_tokens_per_s", "prompt_tokens_per_s", "pass_at_1", "mean_kld")
     return ", ".join(f"{k} {metrics[k].median:.3g}" for k in keys if k in metrics and metrics[k].median is not None)
 

@@ -14,15 +14,14 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import VariantlabError
-from .llama import EngineError, Generation, LlamaEngine, Sampling
+from ..errors import EngineCrashed, EngineError, VariantlabError
+from .llama import Generation, LlamaEngine, Sampling
+from .messages import Call, Cancel, Close, Failed, Progress, Ready, Reply, StopServing, Submit
+from .scheduler import generate_many
+from .serving import serve_loop
 from .settings import EngineSettings
 
 LOAD_TIMEOUT_S = 600
-
-
-class EngineCrashed(VariantlabError, RuntimeError):
-    """The engine's child process died; its signal or exit code is in the message."""
 
 
 def system_info() -> str:
@@ -43,7 +42,7 @@ class _Service:
         self.engine = engine
         self.model_path = model_path
         self.conn = conn
-        self.notify = lambda payload: conn.send(("progress", payload))  # a progress message before the reply
+        self.notify = lambda payload: conn.send(Progress(payload))  # a progress message before the reply
 
     def info(self) -> dict[str, Any]:
         e = self.engine
@@ -75,17 +74,15 @@ class _Service:
     def generate_many(self, prompts: list[list[int]], max_tokens: int, stop: list[str] | None = None,
                       sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Continuous batching over all prompts; each finished one is reported as progress."""
-        gens = self.engine.generate_many(prompts, max_tokens, stop, Sampling(**(sampling or {})),
-                                         on_done=lambda i, g: self.notify({"done": i, "generation": asdict(g)}))
+        gens = generate_many(self.engine, prompts, max_tokens, stop, Sampling(**(sampling or {})),
+                             on_done=lambda i, g: self.notify({"done": i, "generation": asdict(g)}))
         return [asdict(g) for g in gens]
 
     def score_chunk(self, tokens: list[int], first: int, top_k: int = 0, ref_ids: Any = None) -> dict[str, Any]:
         return self.engine.score_chunk(tokens, first, top_k, ref_ids)
 
     def serve_loop(self, slots: int) -> None:
-        """Serve requests the parent streams in (see serving.py) until it sends "stop"."""
-        from .serving import serve_loop
-
+        """Serve requests the parent streams in (see serving.py) until it sends StopServing."""
         serve_loop(self.engine, self.conn.poll, self.conn.recv, self.conn.send, slots)
 
     def bos(self) -> int | None:
@@ -117,24 +114,23 @@ def _child_main(conn: Any, model_path: str, settings: dict[str, Any]) -> None:
     try:
         engine = LlamaEngine(model_path, EngineSettings(**settings))
     except VariantlabError as exc:
-        conn.send(("error", type(exc).__name__, exc.message))
+        conn.send(Failed(type(exc).__name__, exc.message))
         return
     service = _Service(engine, model_path, conn)
-    conn.send(("ready", engine.load_s))
+    conn.send(Ready(engine.load_s))
     while True:
         try:
             request = conn.recv()
         except EOFError:
             break
-        method, kwargs = request
-        if method == "close":
-            break
+        if not isinstance(request, Call):
+            break  # Close
         try:
-            conn.send(("ok", getattr(service, method)(**kwargs)))
+            conn.send(Reply(getattr(service, request.method)(**request.kwargs)))
         except VariantlabError as exc:
-            conn.send(("error", type(exc).__name__, exc.message))
+            conn.send(Failed(type(exc).__name__, exc.message))
         except Exception as exc:  # report, keep serving
-            conn.send(("error", type(exc).__name__, "".join(traceback.format_exception_only(exc)).strip()))
+            conn.send(Failed(type(exc).__name__, "".join(traceback.format_exception_only(exc)).strip()))
     engine.close()
 
 
@@ -155,10 +151,10 @@ class EngineProcess:
         self._proc.start()
         child_conn.close()
         reply = self._receive(LOAD_TIMEOUT_S, during="loading")
-        if reply[0] == "error":
+        if isinstance(reply, Failed):
             self.close()
-            raise EngineError(reply[2])
-        self.load_s = reply[1]
+            raise EngineError(reply.message)
+        self.load_s = reply.load_s
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -172,23 +168,23 @@ class EngineProcess:
         to the wait for each message.
         """
         try:
-            self._conn.send((method, kwargs))
+            self._conn.send(Call(method, kwargs))
         except (BrokenPipeError, OSError):
             raise self._crashed(f"calling {method}") from None
         reply = self._receive(timeout, during=method)
-        while reply[0] == "progress":
+        while isinstance(reply, Progress):
             if on_progress:
-                on_progress(reply[1])
+                on_progress(reply.payload)
             reply = self._receive(timeout, during=method)
-        if reply[0] == "error":
-            raise EngineError(reply[2])
-        return reply[1]
+        if isinstance(reply, Failed):
+            raise EngineError(reply.message)
+        return reply.value
 
     def post(self, method: str, **kwargs: Any) -> None:
         """Start ``method`` in the child without waiting for its reply (a long-running loop)."""
-        self.post_raw((method, kwargs))
+        self.post_raw(Call(method, kwargs))
 
-    def post_raw(self, message: Any) -> None:
+    def post_raw(self, message: Call | Submit | Cancel | StopServing) -> None:
         try:
             self._conn.send(message)
         except (BrokenPipeError, OSError):
@@ -217,7 +213,7 @@ class EngineProcess:
     def close(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.send(("close", {}))
+                self._conn.send(Close())
             except (BrokenPipeError, OSError):
                 pass
             self._conn.close()

@@ -9,7 +9,6 @@ Several sequences can be decoded together in one batch.
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import contextlib
 import ctypes
 import random
@@ -21,15 +20,11 @@ from typing import Any
 
 import llama_cpp as L
 
-from ..errors import VariantlabError
+from ..errors import EngineError
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
 
 _LOG_LINES: deque[str] = deque(maxlen=200)
 _LOG_CALLBACK: Any = None
-
-
-class EngineError(VariantlabError, RuntimeError):
-    """llama.cpp refused a model or failed to decode; the message carries llama.cpp's reason."""
 
 
 def _capture_llama_logs(listener: Callable[[bytes], None] | None = None) -> None:
@@ -299,71 +294,24 @@ class LlamaEngine:
             s.finish_text()
         return [s.result for s in seqs]
 
-    def generate_many(self, prompts: list[list[int]], max_tokens: int, stop: list[str] | None = None,
-                      sampling: Sampling = Sampling(),
-                      on_done: Callable[[int, Generation], None] | None = None) -> list[Generation]:
-        """Continuous batching: up to ``n_seq_max - 1`` sequences decode together, and a finished
-        sequence's slot takes the next prompt at once. The prompts' common token prefix is
-        decoded once and shared through the KV cache. Sampled decoding seeds each prompt's
-        sampler with ``seed + index``, so repeated prompts give independent samples; the schedule
-        does not depend on timing, so greedy output is the same on every run.
-        """
-        slots = self.settings.n_seq_max - 1
-        if slots < 1:
-            raise EngineError("generate_many needs a context made for at least 2 sequences")
-        if not prompts:
-            return []
-        if any(not p for p in prompts):
-            raise EngineError("an empty prompt cannot be generated from")
-        prefix = _shared_prefix(prompts)
-        need = max(len(p) for p in prompts) + max_tokens
-        per_seq = self.settings.n_ctx if self.settings.kv_unified else self.settings.n_ctx // self.settings.n_seq_max
-        if need * (slots if self.settings.kv_unified else 1) > per_seq:
-            raise EngineError(f"sequences of up to {need} tokens do not fit a context of {self.settings.n_ctx} "
-                              f"shared by {self.settings.n_seq_max} sequences")
-        self.clear()
-        prefix_seq = slots
-        if prefix:
-            self._decode([(t, i, prefix_seq, False) for i, t in enumerate(prefix)])
-        results: list[Generation | None] = [None] * len(prompts)
-        waiting = list(range(len(prompts)))[::-1]
-        live: dict[int, tuple[int, _Sequence]] = {}
-        stop = list(stop or [])
-        try:
-            while waiting or live:
-                for slot in range(slots):
-                    if slot not in live and waiting:
-                        index = waiting.pop()
-                        live[slot] = (index, self._start(slot, index, prompts[index], prefix, prefix_seq, sampling, stop, max_tokens))
-                self.step([s for _, s in live.values() if not s.done])
-                for slot, (index, s) in list(live.items()):
-                    if s.done:
-                        s.finish_text()
-                        self.release(s)
-                        del live[slot]
-                        results[index] = s.result
-                        if on_done:
-                            on_done(index, s.result)
-                if not waiting and self.compact([s for _, s in live.values()]):
-                    live = {s.seq_id: (index, s) for index, s in live.values()}
-        finally:
-            for _, s in live.values():
-                L.llama_sampler_free(s.sampler)
-        return [r for r in results if r is not None]
-
-    def _start(self, slot: int, index: int, prompt: list[int], prefix: list[int], prefix_seq: int,
-               sampling: Sampling, stop: list[str], max_tokens: int) -> _Sequence:
-        """Put ``prompt`` into ``slot``: share the prefix's cache, decode the rest, sample its first token."""
+    def start_sequence(self, slot: int, prompt: list[int], sampling: Sampling, stop: list[str], max_tokens: int,
+                       prefix: list[int] | None = None, prefix_seq: int = -1) -> _Sequence:
+        """Put ``prompt`` into ``slot``: share the prefix's cache (already decoded into ``prefix_seq``),
+        decode the rest, sample its first token. The scheduler's way in (engine/scheduler.py)."""
         t0 = time.perf_counter()
+        prefix = prefix or []
         if prefix:
             L.llama_memory_seq_cp(L.llama_get_memory(self.ctx), prefix_seq, slot, -1, -1)  # the prefix sequence holds only the prefix
         rest = prompt[len(prefix):]
         self._decode([(t, len(prefix) + i, slot, i == len(rest) - 1) for i, t in enumerate(rest)])
-        seeded = dataclasses.replace(sampling, seed=sampling.seed + index)
-        s = _Sequence(slot, prompt, self._new_sampler(seeded), stop, max_tokens)
+        s = _Sequence(slot, prompt, self._new_sampler(sampling), stop, max_tokens)
         s.result.prompt_s = time.perf_counter() - t0
         self._accept(s, self.sample(s.sampler, -1))
         return s
+
+    def share_prefix(self, tokens: list[int], seq_id: int) -> None:
+        """Decode a prefix that later sequences copy (no logits: nothing is sampled from it)."""
+        self._decode([(t, i, seq_id, False) for i, t in enumerate(tokens)])
 
     def _new_sampler(self, sampling: Sampling) -> Any:
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -498,15 +446,3 @@ class LlamaEngine:
                 self.decode_one(token, pos)
                 token = self.sample(sampler)
             return time.perf_counter() - t0
-
-
-def _shared_prefix(prompts: list[list[int]]) -> list[int]:
-    """The longest token prefix common to all prompts, leaving each at least one token of its own."""
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1
-    for p in prompts[1:]:
-        i = 0
-        while i < n and p[i] == first[i]:
-            i += 1
-        n = i
-    return first[:max(n, 0)]

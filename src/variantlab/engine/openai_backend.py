@@ -75,7 +75,7 @@ def time_completion(endpoint: Endpoint, prompt: str, max_tokens: int, timeout: f
     """One streamed greedy completion: TTFT, generation tokens/s, token counts."""
     body = {"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}}
-    chunks, usage = 0, {}
+    chunks, usage = 0, dict[str, Any]()
     t0 = time.perf_counter()
     t_first = t_last = None
     try:

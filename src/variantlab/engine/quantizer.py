@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .child import EngineCrashed
-from .llama import EngineError, _capture_llama_logs, llama_reason
+from ..errors import EngineCrashed, EngineError
+from .llama import _capture_llama_logs, llama_reason
 
 if TYPE_CHECKING:
     from ..imatrix import Imatrix

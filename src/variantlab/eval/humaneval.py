@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..store.files import sha256_file
+from ..files import sha256_file
 from .sandbox import Program
 
 SUITE_VERSION = "humaneval-1"  # bump when prompts, stops or extraction change

@@ -23,13 +23,13 @@ from .. import __version__, config
 from ..bench import engine_version
 from ..engine import EngineProcess, EngineSettings
 from ..errors import UsageError
+from ..files import ProgressFn, no_progress
 from ..hardware import machine_facts
 from ..knowledge import load_data
 from ..lock.pins import resolve_for_use
 from ..modelfile import read_model_file
 from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
-from ..store.files import ProgressFn, no_progress
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _reference_pass(ref: ResolvedModel, plan: KldPlan, text: str, corpus_sha: st
     found["chunks"] = np.asarray(chunks, dtype=np.int32)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **found)
+    np.savez_compressed(tmp, **found)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
     tmp.replace(cache)
     return found
 

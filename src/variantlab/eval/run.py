@@ -8,6 +8,7 @@ result goes into the results database with the dataset hash and the suite versio
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -17,18 +18,18 @@ from typing import Any
 
 from .. import __version__
 from ..bench import engine_version
+from ..chat_template import TemplateRenderer
 from ..engine import EngineProcess, EngineSettings
 from ..errors import UsageError
 from ..explain import explain_name
+from ..files import ProgressFn, no_progress
 from ..hardware import machine_facts
 from ..lock.pins import resolve_for_use
 from ..modelfile import ModelFile, read_model_file
 from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
-from ..store.files import ProgressFn, no_progress
 from . import humaneval as he
 from . import infill
-from ..chat_template import TemplateRenderer
 from .sandbox import Limits, Outcome, Program, canary_check, isolation_warning, run_programs, weakest_isolation
 
 SUITES = ("humaneval", "infill", "kld")
@@ -115,15 +116,22 @@ def chat_tasks(problems: Sequence[he.Problem], style: str, info: ModelFile, bos:
 def humaneval_tasks(problems: Sequence[he.Problem], style: str, render: Callable[[str], str]) -> list[Task]:
     tasks = []
     for p in problems:
+        to_program = functools.partial(he.program, p)
         if style == "chat":
-            tasks.append(Task(p.task_id, tuple(he.REPLY_STOPS),
-                              (lambda out, p=p: he.completion_from_reply(p, he.REPLY_START + out + "\n```")),
-                              (lambda c, p=p: he.program(p, c)),
+            tasks.append(Task(p.task_id, tuple(he.REPLY_STOPS), functools.partial(_completion_from_reply, p), to_program,
                               prompt_text=render(he.instruct_message(p)) + he.REPLY_START))
         else:
-            tasks.append(Task(p.task_id, tuple(he.BASE_STOPS), (lambda out: out), (lambda c, p=p: he.program(p, c)),
-                              prompt_text=p.prompt))
+            tasks.append(Task(p.task_id, tuple(he.BASE_STOPS), _as_is, to_program, prompt_text=p.prompt))
     return tasks
+
+
+def _completion_from_reply(problem: he.Problem, out: str) -> str:
+    """The function body in a chat reply that was started with the reply's opening fence."""
+    return he.completion_from_reply(problem, he.REPLY_START + out + "\n```")
+
+
+def _as_is(out: str) -> str:
+    return out
 
 
 def infill_tasks(limit: int | None) -> list[Task]:

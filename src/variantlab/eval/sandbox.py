@@ -30,9 +30,9 @@ import queue
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import socket
 import tempfile
 import threading
 import time
@@ -41,16 +41,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError, VariantlabError
+from ..errors import SandboxError, UsageError
 from . import _wire
 
 HERE = Path(__file__).parent
 GUEST, JUDGE, WIRE = HERE / "_guest.py", HERE / "_judge.py", HERE / "_wire.py"
 BWRAP_TMPFS_BYTES = 64 << 20  # the guest's /work and /tmp: all it may write, in memory
-
-
-class SandboxError(VariantlabError, RuntimeError):
-    """The sandbox cannot be trusted on this machine (the canary gate failed), so nothing is scored."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from typing import Any
 
 from ..errors import UnknownModelError
 from . import load_data
+from .names import VariantName, explain_name
 from .quant_rules import ModelShape, supported_file_types
-from .quants import FileType, file_type
+from .quants import FileType, file_type, ladder
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,6 @@ _SHAPE_FIELDS = {"architecture", "n_layers", "n_embd", "n_heads", "n_kv_heads", 
 
 def variants(file_types: list[str] | None = None) -> list[CatalogVariant]:
     """Every model at every file type in ``file_types`` (default: the ladder's rungs)."""
-    from .quants import ladder
-
     types = [file_type(t) for t in file_types] if file_types else ladder()
     return [CatalogVariant(m, ft) for m in models() for ft in types]
 
@@ -177,13 +176,11 @@ def find_variant(ref: str) -> CatalogVariant:
     return CatalogVariant(model, file_type(name.quant))
 
 
-def _parse(ref: str) -> Any:
-    from ..explain import explain_name  # explain reads the same vocabulary; imported late to avoid a cycle
-
+def _parse(ref: str) -> VariantName:
     return explain_name(ref)
 
 
-def _model_for(name: Any) -> CatalogModel | None:
+def _model_for(name: VariantName) -> CatalogModel | None:
     return _match_model(name.fine_tune or name.family, name.size_b, name.flavor, name.tuned_for)
 
 

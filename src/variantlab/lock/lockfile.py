@@ -22,7 +22,7 @@ from typing import Any
 import tomli_w
 
 from ..errors import LockError
-from ..store.files import atomic_write_text, fsync_dir
+from ..files import atomic_write_text, fsync_dir
 
 LOCK_NAME = "variantlab.lock"
 FORMAT_VERSION = 1

@@ -17,11 +17,10 @@ from typing import Any
 
 from .. import config
 from ..errors import IntegrityError, LockError, UsageError
+from ..files import ProgressFn, atomic_write_text, no_progress, sha256_file
 from ..results import ResultsDB
 from ..store import Manifest, ResolvedModel, Store, builtin_models, fetch
-from ..store.files import ProgressFn, atomic_write_text, no_progress, sha256_file
-from .lockfile import (LOCK_NAME, HistoryEntry, LockState, Pin, append_history, find_lockfile, locked,
-                       read_history, read_lock, write_lock)
+from .lockfile import LOCK_NAME, HistoryEntry, LockState, Pin, append_history, find_lockfile, locked, read_history, read_lock, write_lock
 
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
@@ -51,9 +50,10 @@ def headline_results(db: ResultsDB, sha256: str) -> dict[str, Any]:
     for run in db.runs(model_sha256=sha256, limit=200):  # newest first
         key = run.suite or run.kind
         figure = headline.get(key)
-        if run.status != "ok" or key in seen or figure not in run.metrics or run.metrics[figure].median is None:
+        median = run.metrics[figure].median if figure in run.metrics else None
+        if run.status != "ok" or key in seen or median is None:
             continue
-        found[f"{key} {figure}"] = round(float(run.metrics[figure].median), 6)
+        found[f"{key} {figure}"] = round(float(median), 6)
         found[f"{key} run"] = run.id
         seen.add(key)
     return found
@@ -294,7 +294,7 @@ def sync(*, lock_path: Path | None = None, store: Store | None = None, progress:
     """Fetch every pinned blob that is missing or damaged, checking each against its pin."""
     store = store or Store()
     path = default_lock_path(lock_path)
-    fetched = []
+    fetched: list[str] = []
     with store.locked():
         return _sync_locked(path, store, progress, fetched)
 

@@ -155,7 +155,7 @@ class ResultsDB:
         return run_id
 
     def runs(self, kind: str | None = None, model_sha256: str | None = None, limit: int = 100) -> list[Run]:
-        sql, args = "SELECT * FROM runs WHERE 1=1", []
+        sql, args = "SELECT * FROM runs WHERE 1=1", list[Any]()
         if kind:
             sql, args = sql + " AND kind = ?", [*args, kind]
         if model_sha256:

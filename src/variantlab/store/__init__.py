@@ -1,7 +1,8 @@
 """The one store: content-addressed blobs, manifests, and the sources that fill them."""
 
-from .files import ProgressFn, sha256_file
-from .sources import FetchResult, builtin_models, default_model_name, fetch
+from ..files import ProgressFn, sha256_file
+from ..knowledge.models import builtin_models, default_model_name
+from .sources import FetchResult, fetch
 from .store import Manifest, ResolvedModel, Store, VerifyReport
 
 __all__ = [

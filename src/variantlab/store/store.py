@@ -29,9 +29,10 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import config
-from ..errors import IntegrityError, ModelFileError, StoreError, UnknownModelError
+from ..errors import IntegrityError, MissingFileError, ModelFileError, StoreError, UnknownModelError
+from ..files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file
+from ..knowledge.models import builtin_names
 from ..modelfile import read_model_file
-from .files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file
 
 
 def _process_alive(pid: int) -> bool:
@@ -169,10 +170,8 @@ class Store:
         if _looks_like_path(ref):
             path = Path(ref).expanduser()
             if not path.exists():
-                raise ModelFileError(path, "no such file")
+                raise MissingFileError(path, hint="give a GGUF path or a name from `variantlab models list`")
             return ResolvedModel(path, None)
-        from .sources import builtin_names  # the catalog of fetchable names
-
         if ref in builtin_names():
             raise StoreError(f"model {ref!r} is not in the store yet", hint=f"run `variantlab models fetch {ref}`")
         known = [m.name for m in self.manifests()] + builtin_names()

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 CHUNK = 4 * 1024 * 1024
 
@@ -38,7 +38,7 @@ def sha256_file(path: Path, progress: ProgressFn = no_progress) -> str:
 
 
 def copy_hashing(
-    sources: Iterable[BinaryIO], dest: Path, total: int | None, progress: ProgressFn = no_progress
+    sources: Iterable[IO[bytes]], dest: Path, total: int | None, progress: ProgressFn = no_progress
 ) -> tuple[str, int]:
     """Concatenate readable streams into ``dest`` (fsynced); return its sha256 and size."""
     digest = hashlib.sha256()
