@@ -419,3 +419,15 @@ def test_a_looping_chat_template_is_refused_and_sigterm_still_ends_the_server(tm
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_metrics_are_labelled_by_route_template_not_raw_path(server: str) -> None:
+    """Issue 16: every unknown URL made a new Prometheus series; the label is the route's template."""
+    for path in ("/no/such/page-1", "/no/such/page-2", "/v1/unknown?x=1"):
+        assert httpx.get(f"{server}{path}", headers=auth(), timeout=5).status_code == 404
+    assert httpx.post(f"{server}/v1/completions", json={"prompt": 3}, headers=auth(), timeout=5).status_code == 400
+    text = httpx.get(f"{server}/metrics", headers=auth(), timeout=5).text
+    assert "page-1" not in text and "page-2" not in text and "/v1/unknown" not in text
+    assert 'route="unmatched",status="404"' in text
+    assert 'route="/v1/completions",status="400"' in text
+    alive(server)
