@@ -77,9 +77,9 @@ def main() -> None:
     result = {
         "model": resolved.label, "problems": len(tasks), "threads": args.threads, "parallel": args.parallel,
         "create_completion_s": loop_s, "create_completion_tokens": loop_tokens, "create_completion_pass@1": loop_pass,
-        "variantlab_generation_s": report["generation_s"], "variantlab_tokens": report["generated_tokens"],
-        "variantlab_pass@1": report["pass@1"], "variantlab_total_s": ours_total,
-        "ratio": report["generation_s"] / loop_s,
+        "variantlab_generation_s": report.generation_s, "variantlab_tokens": report.generated_tokens,
+        "variantlab_pass@1": report.pass_at_1, "variantlab_total_s": ours_total,
+        "ratio": report.generation_s / loop_s,
     }
     if args.json:
         print(json.dumps(result, indent=2))

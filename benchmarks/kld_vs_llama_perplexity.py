@@ -70,8 +70,8 @@ def main() -> None:
         for name in models:
             theirs = llama_perplexity(binary, store.resolve(name).path, corpus_file, base, args.ctx, args.chunks, threads, False)
             ours = evaluate_kld(name, reference, KldPlan(n_ctx=args.ctx, max_chunks=args.chunks), store=store, db=db)
-            rows.append({"model": name, "variantlab": {k: ours[k] for k in theirs}, "llama-perplexity": theirs,
-                         "kld_ratio": ours["mean_kld"] / theirs["mean_kld"], "tokens": ours["tokens"]})
+            rows.append({"model": name, "variantlab": {k: getattr(ours, k) for k in theirs}, "llama-perplexity": theirs,
+                         "kld_ratio": ours.mean_kld / theirs["mean_kld"], "tokens": ours.tokens})
     if args.json:
         print(json.dumps(rows, indent=2))
         return

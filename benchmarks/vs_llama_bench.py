@@ -39,9 +39,9 @@ def llama_bench(binary: Path, model: str, n_prompt: int, n_gen: int, reps: int, 
 def ours(model: str, n_prompt: int, n_gen: int, reps: int, threads: int, db: ResultsDB) -> list[float]:
     plan = BenchPlan(n_prompt=n_prompt, n_gen=n_gen, reps=reps, settings=EngineSettings(n_threads=threads))
     (result,) = bench_models([model], plan, db=db)
-    if result["status"] != "ok":
-        raise SystemExit(f"variantlab bench failed: {result['error']}")
-    run = db.get(result["run_id"])
+    if not result.ok or result.run_id is None:
+        raise SystemExit(f"variantlab bench failed: {result.error}")
+    run = db.get(result.run_id)
     key = "prompt_tokens_per_s" if n_prompt else "gen_tokens_per_s"
     return list(run.metrics[key].samples)
 

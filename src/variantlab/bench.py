@@ -10,7 +10,7 @@ failed ones too, goes into the results database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from typing import Any
 
@@ -44,6 +44,48 @@ class BenchPlan:
         return replace(self, settings=settings.resolved())
 
 
+@dataclass(frozen=True)
+class BenchResult:
+    """One model's bench: medians of the repetitions, their spreads (``spread[figure]``: min, max,
+    stdev, n), and what the numbers were measured with. A model that failed has ``status`` "failed"
+    and its ``error``; a server benched over HTTP (``backend`` "openai") has no load time or memory."""
+
+    model: str
+    status: str
+    run_id: int | None
+    error: str | None = None
+    backend: str = "llama.cpp"
+    model_sha256: str | None = None
+    file_type: str | None = None
+    load_s: float | None = None
+    ttft_s: float | None = None
+    prompt_tokens_per_s: float | None = None
+    gen_tokens_per_s: float | None = None
+    peak_rss_bytes: int | None = None
+    peak_vram_bytes: int | None = None
+    bandwidth_fraction: float | None = None
+    ceiling_tokens_per_s: float | None = None
+    bandwidth_bytes_per_s: float | None = None
+    bytes_read_per_token: int | None = None
+    reps: int | None = None
+    threads: int | None = None
+    n_prompt: int | None = None
+    n_gen: int | None = None
+    ctx: int | None = None
+    prompt_tokens: int | None = None
+    spread: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engine_version: str | None = None
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form."""
+        return asdict(self)
+
+
 def engine_version(system_info: str) -> str:
     return f"llama-cpp-python {version('llama-cpp-python')} | {system_info.strip()}"
 
@@ -55,7 +97,7 @@ def current_engine_version() -> str:
 
 def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None, db: ResultsDB | None = None,
                  progress: ProgressFn = no_progress, api_model: str | None = None,
-                 api_key: str | None = None, verify_hash: bool = False) -> list[dict[str, Any]]:
+                 api_key: str | None = None, verify_hash: bool = False) -> list[BenchResult]:
     """Bench each model in turn; a model that fails is recorded as failed and the rest go on.
 
     A ref ``openai:URL[#MODEL]`` benches a running OpenAI-compatible server instead.
@@ -81,7 +123,7 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
 
 
 def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware: dict[str, Any],
-               bandwidth: float, progress: ProgressFn) -> dict[str, Any]:
+               bandwidth: float, progress: ProgressFn) -> BenchResult:
     info = read_model_file(resolved.path)
     if info.context_length and plan.settings.n_ctx > info.context_length:
         raise UsageError(f"context {plan.settings.n_ctx} exceeds {resolved.label}'s maximum of {info.context_length} tokens")
@@ -94,7 +136,7 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
     except (EngineError, EngineCrashed) as exc:
         run.status, run.error = "failed", exc.message
         db.record(run)
-        return {"model": resolved.label, "status": "failed", "error": exc.message, "run_id": run.id}
+        return BenchResult(resolved.label, "failed", run.id, error=exc.message)
     per_token = info.bytes_read_per_token
     gen = measured["gen_tokens_per_s"]
     run.metrics = {
@@ -137,7 +179,7 @@ def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tu
 
 
 def _bench_openai(ref: str, plan: BenchPlan, db: ResultsDB, hardware: dict[str, Any], progress: ProgressFn,
-                  api_model: str | None, api_key: str | None) -> dict[str, Any]:
+                  api_model: str | None, api_key: str | None) -> BenchResult:
     """Time a server's streamed completions; load time and memory are the server's, not measured."""
     endpoint = resolve_endpoint(ref, api_model, api_key)
     if plan.n_gen < 2:
@@ -157,14 +199,13 @@ def _bench_openai(ref: str, plan: BenchPlan, db: ResultsDB, hardware: dict[str, 
     }
     db.record(run)
     med, spread = _medians_and_spreads(run)
-    return {
-        "model": endpoint.label, "status": "ok", "run_id": run.id, "backend": "openai",
-        "load_s": None, "ttft_s": med["ttft_s"], "prompt_tokens_per_s": med["prompt_tokens_per_s"],
-        "gen_tokens_per_s": med["gen_tokens_per_s"], "peak_rss_bytes": None, "bandwidth_fraction": None,
-        "reps": plan.reps, "threads": None, "n_prompt": plan.n_prompt, "n_gen": plan.n_gen,
-        "prompt_tokens": samples[-1]["prompt_tokens"], "spread": spread,
-        "note": "timed from the stream: prompt tokens/s is prompt tokens ÷ TTFT, network included",
-    }
+    prompt_tokens = samples[-1]["prompt_tokens"]
+    return BenchResult(endpoint.label, "ok", run.id, backend="openai", ttft_s=med["ttft_s"],
+                       prompt_tokens_per_s=med["prompt_tokens_per_s"], gen_tokens_per_s=med["gen_tokens_per_s"],
+                       reps=plan.reps, n_prompt=plan.n_prompt, n_gen=plan.n_gen,
+                       prompt_tokens=int(prompt_tokens) if prompt_tokens is not None else None, spread=spread,
+                       engine_version=run.engine_version,
+                       note="timed from the stream: prompt tokens/s is prompt tokens ÷ TTFT, network included")
 
 
 def _medians_and_spreads(run: Run) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
@@ -174,33 +215,18 @@ def _medians_and_spreads(run: Run) -> tuple[dict[str, float | None], dict[str, d
     return medians, spreads
 
 
-def summary(run: Run, bandwidth: float, bytes_per_token: int) -> dict[str, Any]:
-    """The JSON shape of one bench result: medians at the top level, spreads beside them."""
+def summary(run: Run, bandwidth: float, bytes_per_token: int) -> BenchResult:
+    """One bench result from its recorded run: medians at the top level, spreads beside them."""
     med, spread = _medians_and_spreads(run)
-    return {
-        "model": run.model,
-        "status": run.status,
-        "run_id": run.id,
-        "model_sha256": run.model_sha256,
-        "file_type": run.file_type,
-        "load_s": med["load_s"],
-        "ttft_s": med["ttft_s"],
-        "prompt_tokens_per_s": med["prompt_tokens_per_s"],
-        "gen_tokens_per_s": med["gen_tokens_per_s"],
-        "peak_rss_bytes": int(med["peak_rss_bytes"] or 0),
-        "peak_vram_bytes": None,
-        "bandwidth_fraction": med["bandwidth_fraction"],
-        "ceiling_tokens_per_s": med["ceiling_tokens_per_s"],
-        "bandwidth_bytes_per_s": bandwidth,
-        "bytes_read_per_token": bytes_per_token,
-        "reps": run.settings["reps"],
-        "threads": run.settings["n_threads"],
-        "n_prompt": run.settings["n_prompt"],
-        "n_gen": run.settings["n_gen"],
-        "ctx": run.settings["n_ctx"],
-        "spread": spread,
-        "engine_version": run.engine_version,
-    }
+    return BenchResult(
+        run.model, run.status, run.id, model_sha256=run.model_sha256, file_type=run.file_type,
+        load_s=med["load_s"], ttft_s=med["ttft_s"], prompt_tokens_per_s=med["prompt_tokens_per_s"],
+        gen_tokens_per_s=med["gen_tokens_per_s"], peak_rss_bytes=int(med["peak_rss_bytes"] or 0),
+        bandwidth_fraction=med["bandwidth_fraction"], ceiling_tokens_per_s=med["ceiling_tokens_per_s"],
+        bandwidth_bytes_per_s=bandwidth, bytes_read_per_token=bytes_per_token, reps=run.settings["reps"],
+        threads=run.settings["n_threads"], n_prompt=run.settings["n_prompt"], n_gen=run.settings["n_gen"],
+        ctx=run.settings["n_ctx"], spread=spread, engine_version=run.engine_version,
+    )
 
 
-__all__ = ["BenchPlan", "bench_models", "current_engine_version", "engine_version"]
+__all__ = ["BenchPlan", "BenchResult", "bench_models", "current_engine_version", "engine_version"]

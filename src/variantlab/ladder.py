@@ -147,7 +147,7 @@ def _bench(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: St
     found = find_run(db, "bench", made.sha256, None, want, conditions_now())
     if found is None:
         result = bench_models([made.name], bplan, store=store, db=db, progress=progress)[0]
-        found = db.get(result["run_id"])
+        found = db.get(_recorded(result.run_id))
     return found
 
 
@@ -159,7 +159,7 @@ def _accuracy(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store:
     suite_version = infill.SUITE_VERSION if eplan.suite == "infill" else he.SUITE_VERSION
     found = find_run(db, "eval", made.sha256, eplan.suite, want, conditions_now(suite_version, he.dataset_sha256()))
     if found is None:
-        found = db.get(evaluate(made.name, eplan, store=store, db=db, progress=progress)["run_id"])
+        found = db.get(_recorded(evaluate(made.name, eplan, store=store, db=db, progress=progress).run_id))
     return found
 
 
@@ -171,8 +171,15 @@ def _kld(made: Manifest, reference: Manifest, settings: dict[str, Any], plan: La
     _, corpus_sha, corpus_version = corpus()
     found = find_run(db, "eval", made.sha256, "kld", want, conditions_now(corpus_version, corpus_sha))
     if found is None:
-        found = db.get(evaluate_kld(made.name, reference.name, kplan, store=store, db=db, progress=progress)["run_id"])
+        found = db.get(_recorded(evaluate_kld(made.name, reference.name, kplan, store=store, db=db, progress=progress).run_id))
     return found
+
+
+def _recorded(run_id: int | None) -> int:
+    """The id of a run the step has just recorded (the database always gives one)."""
+    if run_id is None:
+        raise RuntimeError("a measurement was not recorded in the results database")
+    return run_id
 
 
 def find_run(db: ResultsDB, kind: str, sha256: str, suite: str | None, want: dict[str, Any],

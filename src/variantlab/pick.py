@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import UsageError
@@ -64,8 +64,64 @@ def suitable(model: CatalogModel, task: str) -> bool:
     return model.flavor in spec["flavors"] and (model.fim or not spec["requires_fim"])
 
 
+@dataclass(frozen=True)
+class Tier:
+    """One answer of `pick`: the variant, where its figures come from, and why it was chosen."""
+
+    tier: str
+    variant: str
+    source: str
+    file: str | None
+    repo: str | None
+    file_type: str
+    flavor: str
+    fim: bool
+    total_bytes: int
+    file_bytes: int
+    predicted_tokens_per_s: float
+    tokens_per_s_source: str
+    accuracy: float | None
+    accuracy_source: str
+    license: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class RankedVariant:
+    """A candidate that fits, in the ranking under the tiers."""
+
+    variant: str
+    source: str
+    file_type: str
+    total_bytes: int
+    tokens_per_s: float
+    tokens_per_s_source: str
+    accuracy: float | None
+    accuracy_source: str
+
+
+@dataclass(frozen=True)
+class PickResult:
+    """The three tiers for a task on this machine, with what they were chosen from and the rules."""
+
+    task: str
+    task_text: str
+    ctx: int
+    memory_budget_bytes: int
+    bandwidth_bytes_per_s: float
+    bandwidth_efficiency: float | None
+    candidates: int
+    tiers: list[Tier]
+    rules: list[str]
+    ranked: list[RankedVariant]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form."""
+        return asdict(self)
+
+
 def pick(task: str, ctx: int | None = None, ram_bytes: int | None = None, *, store: Store | None = None,
-         db: ResultsDB | None = None, bandwidth: float | None = None) -> dict[str, Any]:
+         db: ResultsDB | None = None, bandwidth: float | None = None) -> PickResult:
     """The three tiers for ``task`` on this machine, with the candidates' count and the rules."""
     spec = task_spec(task)
     ctx = ctx if ctx is not None else spec["default_ctx"]
@@ -76,12 +132,9 @@ def pick(task: str, ctx: int | None = None, ram_bytes: int | None = None, *, sto
         efficiency = _measured_efficiency(results)
         found = [c for c in _candidates(task, request, store or Store(), results, bandwidth, efficiency) if c.estimate.fits]
     tiers = choose_tiers(found, spec)
-    return {
-        "task": task, "task_text": spec["text"], "ctx": ctx, "memory_budget_bytes": budget,
-        "bandwidth_bytes_per_s": bandwidth, "bandwidth_efficiency": efficiency, "candidates": len(found),
-        "tiers": [_tier_record(name, c, spec) for name, c in tiers], "rules": tier_rules(spec),
-        "ranked": [_ranked_record(c) for c in ranked(found)],
-    }
+    return PickResult(task, spec["text"], ctx, budget, bandwidth, efficiency, len(found),
+                      [_tier_record(name, c, spec) for name, c in tiers], tier_rules(spec),
+                      [_ranked_record(c) for c in ranked(found)])
 
 
 def ranked(found: list[Candidate]) -> list[Candidate]:
@@ -89,10 +142,9 @@ def ranked(found: list[Candidate]) -> list[Candidate]:
     return sorted(found, key=lambda c: (-(c.accuracy if c.accuracy is not None else -1), -c.tokens_per_s))
 
 
-def _ranked_record(c: Candidate) -> dict[str, Any]:
-    return {"variant": c.variant, "source": c.source, "file_type": c.file_type, "total_bytes": c.estimate.total_bytes,
-            "tokens_per_s": round(c.tokens_per_s, 1), "tokens_per_s_source": c.tokens_per_s_source,
-            "accuracy": c.accuracy, "accuracy_source": c.accuracy_source}
+def _ranked_record(c: Candidate) -> RankedVariant:
+    return RankedVariant(c.variant, c.source, c.file_type, c.estimate.total_bytes, round(c.tokens_per_s, 1),
+                         c.tokens_per_s_source, c.accuracy, c.accuracy_source)
 
 
 @contextlib.contextmanager
@@ -244,15 +296,11 @@ def _balanced(scored: list[Candidate], spec: dict[str, Any], cfg: dict[str, Any]
     return min(same_model, key=lambda c: (abs(c.rung - floor), c.source != "store"))
 
 
-def _tier_record(tier: str, c: Candidate, spec: dict[str, Any]) -> dict[str, Any]:
+def _tier_record(tier: str, c: Candidate, spec: dict[str, Any]) -> Tier:
     est = c.estimate
-    return {
-        "tier": tier, "variant": c.variant, "source": c.source, "file": c.file_name, "repo": c.model.gguf_repo,
-        "file_type": c.file_type, "flavor": c.model.flavor, "fim": c.model.fim, "total_bytes": est.total_bytes,
-        "file_bytes": est.file_bytes, "predicted_tokens_per_s": round(c.tokens_per_s, 1),
-        "tokens_per_s_source": c.tokens_per_s_source, "accuracy": c.accuracy, "accuracy_source": c.accuracy_source,
-        "license": c.model.license, "reason": _reason(tier, c, spec),
-    }
+    return Tier(tier, c.variant, c.source, c.file_name, c.model.gguf_repo, c.file_type, c.model.flavor, c.model.fim,
+                est.total_bytes, est.file_bytes, round(c.tokens_per_s, 1), c.tokens_per_s_source, c.accuracy,
+                c.accuracy_source, c.model.license, _reason(tier, c, spec))
 
 
 def _reason(tier: str, c: Candidate, spec: dict[str, Any]) -> str:

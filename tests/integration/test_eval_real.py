@@ -55,12 +55,12 @@ def test_kld_against_a_dequantized_reference(smol_model: str, tmp_path: Path) ->
     plan = KldPlan(n_ctx=256, max_chunks=2, top_k=256)
     quantized = evaluate_kld(smol_model, "smol:f16", plan, store=store)
     itself = evaluate_kld("smol:f16", "smol:f16", plan, store=store)
-    assert itself["mean_kld"] == pytest.approx(0, abs=1e-6) and itself["same_top_p"] == 1.0
-    assert quantized["mean_kld"] > 100 * max(itself["mean_kld"], 1e-7)
-    assert 0.5 < quantized["same_top_p"] < 1.0
-    assert quantized["tokens"] == 2 * (256 - 1 - 128)
-    assert quantized["ppl_reference"] == pytest.approx(itself["ppl"])
-    assert quantized["reference_file_type"] == "F16" and "derived" in store.manifest("smol:f16").source
+    assert itself.mean_kld == pytest.approx(0, abs=1e-6) and itself.same_top_p == 1.0
+    assert quantized.mean_kld > 100 * max(itself.mean_kld, 1e-7)
+    assert 0.5 < quantized.same_top_p < 1.0
+    assert quantized.tokens == 2 * (256 - 1 - 128)
+    assert quantized.ppl_reference == pytest.approx(itself.ppl)
+    assert quantized.reference_file_type == "F16" and "derived" in store.manifest("smol:f16").source
 
 
 def test_continuous_batching_is_deterministic_and_seeds_samples_apart(smol_model: str) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from ..bench import BenchPlan, bench_models
+from ..bench import BenchPlan, BenchResult, bench_models
 from ..engine import EngineSettings
 from .output import human_bytes, print_json, progress_bars, stdout_console
 
@@ -39,43 +39,43 @@ def bench(
     with progress_bars() as progress:
         results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key, verify_hash=verify)
     if json_out:
-        print_json(results[0] if len(results) == 1 else results)
+        print_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
     else:
         render(results)
-    failed = [r for r in results if r["status"] != "ok"]
+    failed = [r for r in results if not r.ok]
     for r in failed:
-        print(f"variantlab: error: {r['model']}: {r['error']}", file=sys.stderr)
+        print(f"variantlab: error: {r.model}: {r.error}", file=sys.stderr)
     if failed:
         raise typer.Exit(2)
 
 
-def _spread(r: dict[str, Any], key: str, fmt: str) -> str:
-    if r[key] is None:
+def _spread(r: BenchResult, key: str, fmt: str) -> str:
+    value = getattr(r, key)
+    if value is None:
         return "-"
-    s = r["spread"][key]
-    return f"{format(r[key], fmt)} ±{format(s['stdev'] or 0, fmt)}"
+    return f"{format(value, fmt)} ±{format(r.spread[key]['stdev'] or 0, fmt)}"
 
 
-def render(results: list[dict[str, Any]]) -> None:
-    ok = [r for r in results if r["status"] == "ok" and r.get("backend") != "openai"]
-    served = [r for r in results if r.get("backend") == "openai"]
+def render(results: list[BenchResult]) -> None:
+    ok = [r for r in results if r.ok and r.backend != "openai"]
+    served = [r for r in results if r.backend == "openai"]
     if served:
         table = Table("endpoint", "TTFT s", "gen t/s", "prompt t/s (estimate)", title="bench of OpenAI-compatible servers (median ± stdev)")
         for r in served:
-            table.add_row(r["model"], _spread(r, "ttft_s", ".3f"), _spread(r, "gen_tokens_per_s", ".1f"), _spread(r, "prompt_tokens_per_s", ".1f"))
+            table.add_row(r.model, _spread(r, "ttft_s", ".3f"), _spread(r, "gen_tokens_per_s", ".1f"), _spread(r, "prompt_tokens_per_s", ".1f"))
         stdout_console().print(table)
     if not ok:
         return
     first = ok[0]
-    table = Table("model", "type", "load s", "TTFT s", f"pp{first['n_prompt']} t/s", f"tg{first['n_gen']} t/s",
+    table = Table("model", "type", "load s", "TTFT s", f"pp{first.n_prompt} t/s", f"tg{first.n_gen} t/s",
                   "ceiling t/s", "of bandwidth", "peak RSS",
-                  title=f"bench: {first['reps']} reps, {first['threads']} threads, ctx {first['ctx']} (median ± stdev)")
+                  title=f"bench: {first.reps} reps, {first.threads} threads, ctx {first.ctx} (median ± stdev)")
     for r in ok:
-        table.add_row(r["model"], r["file_type"] or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
+        table.add_row(r.model, r.file_type or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
                       _spread(r, "prompt_tokens_per_s", ".1f"), _spread(r, "gen_tokens_per_s", ".1f"),
-                      f"{r['ceiling_tokens_per_s']:.1f}",
-                      f"{r['bandwidth_fraction']:.0%}" if r["bandwidth_fraction"] is not None else "-",
-                      human_bytes(r["peak_rss_bytes"]))
+                      f"{r.ceiling_tokens_per_s or 0:.1f}",
+                      f"{r.bandwidth_fraction:.0%}" if r.bandwidth_fraction is not None else "-",
+                      human_bytes(r.peak_rss_bytes))
     console = stdout_console()
     console.print(table)
-    console.print(f"ceiling: measured memory bandwidth {first['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s ÷ weight bytes read per token")
+    console.print(f"ceiling: measured memory bandwidth {(first.bandwidth_bytes_per_s or 0) / 1e9:.1f} GB/s ÷ weight bytes read per token")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import config
 from ..engine import EngineSettings
 from ..errors import UsageError
-from ..eval import EvalPlan, Limits, evaluate, score_samples
+from ..eval import EvalPlan, EvalReport, KldReport, Limits, SamplesReport, evaluate, score_samples
 from .output import print_json, progress_bars, stderr_console, stdout_console
 
 
@@ -36,6 +36,7 @@ def eval_cmd(
 ) -> None:
     """Measure what a model file gets right: HumanEval, infilling, or its drift from a reference."""
     limits = Limits(timeout_s=timeout)
+    report: EvalReport | SamplesReport | KldReport
     with progress_bars() as progress:
         if samples is not None:
             if model is not None:
@@ -56,10 +57,11 @@ def eval_cmd(
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=target,
                             settings=EngineSettings(n_threads=threads))
             report = evaluate(model, plan, progress=progress, verify_hash=verify)
-    if report.get("sandbox_warning"):
-        stderr_console().print(f"warning: {report['sandbox_warning']}", markup=False, soft_wrap=True)
+    warning = getattr(report, "sandbox_warning", None)
+    if warning:
+        stderr_console().print(f"warning: {warning}", markup=False, soft_wrap=True)
     if json_out:
-        print_json(report)
+        print_json(report.to_dict())
     else:
         render(report)
 
@@ -73,24 +75,24 @@ def _default_samples_path(model: str, suite: str) -> Path:
     return folder / f"{safe}.{suite}.{datetime.now().strftime('%Y%m%d-%H%M%S')}.jsonl"
 
 
-def render(report: dict[str, Any]) -> None:
+def render(report: EvalReport | SamplesReport | KldReport) -> None:
     console = stdout_console()
-    if "mean_kld" in report:
-        table = Table("figure", "value", title=f"KL-divergence of {report['model']} against {report['reference']}")
+    if isinstance(report, KldReport):
+        table = Table("figure", "value", title=f"KL-divergence of {report.model} against {report.reference}")
         for key in ("mean_kld", "median_kld", "p99_kld", "max_kld", "ppl", "ppl_reference", "delta_ppl", "same_top_p", "tokens"):
-            value = report[key]
+            value = getattr(report, key)
             table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
         console.print(table)
         return
-    table = Table("figure", "value", title=f"{report.get('suite', 'samples')}: {report.get('model', 'samples file')}")
-    for key in sorted(k for k in report if k.startswith("pass@")):
-        table.add_row(key, f"{report[key]:.1%}")
-    table.add_row("passed / samples", f"{report['passed']} / {report['samples']}")
-    if "sandbox_isolation" in report:
-        table.add_row("sandbox", report["sandbox_isolation"] or "unknown (no program reported)")
-    if "generation_s" in report:
-        table.add_row("generation", f"{report['generation_s']:.0f} s, {report['generated_tokens']} tokens")
-        table.add_row("cut at --max-tokens", str(report["cut_at_max_tokens"]))
+    title = f"{report.suite}: {report.model}" if isinstance(report, EvalReport) else "samples: samples file"
+    table = Table("figure", "value", title=title)
+    for key, value in sorted(report.pass_at_k.items()):
+        table.add_row(key, f"{value:.1%}")
+    table.add_row("passed / samples", f"{report.passed} / {report.samples}")
+    table.add_row("sandbox", report.sandbox_isolation or "unknown (no program reported)")
+    if isinstance(report, EvalReport):
+        table.add_row("generation", f"{report.generation_s:.0f} s, {report.generated_tokens} tokens")
+        table.add_row("cut at --max-tokens", str(report.cut_at_max_tokens))
     console.print(table)
-    if report.get("samples_file"):
-        console.print(f"samples: {report['samples_file']}  results: run {report['run_id']}")
+    if isinstance(report, EvalReport) and report.samples_file:
+        console.print(f"samples: {report.samples_file}  results: run {report.run_id}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from ..pick import PickResult
 from ..pick import pick as pick_variants
 from .output import gib_option_bytes, human_bytes, print_json, stdout_console
 
@@ -19,23 +20,23 @@ def pick(
 ) -> None:
     """Three tiers for a task, each with memory, speed, accuracy and the reason, and the rules used."""
     result = pick_variants(task, ctx, gib_option_bytes(mem))
-    print_json(result) if json_out else render(result)
+    print_json(result.to_dict()) if json_out else render(result)
 
 
-def render(r: dict[str, Any]) -> None:
+def render(r: PickResult) -> None:
     console = stdout_console()
-    console.print(f"[bold]{r['task']}[/bold] ({r['task_text']}), {r['ctx']} tokens of context, "
-                  f"{human_bytes(r['memory_budget_bytes'])} memory: {r['candidates']} candidates fit")
+    console.print(f"[bold]{r.task}[/bold] ({r.task_text}), {r.ctx} tokens of context, "
+                  f"{human_bytes(r.memory_budget_bytes)} memory: {r.candidates} candidates fit")
     table = Table("tier", "memory", "tokens/s", "HumanEval", "variant")
     table.columns[-1].overflow = "fold"
-    for t in r["tiers"]:
-        speed = f"{t['predicted_tokens_per_s']:.1f}" + ("" if t["tokens_per_s_source"].startswith("measured") else " (pred.)")
-        acc = "-" if t["accuracy"] is None else f"{t['accuracy']:.1f}" + (" (meas.)" if t["accuracy_source"].startswith("measured") else " (publ.)")
-        table.add_row(t["tier"], human_bytes(t["total_bytes"]), speed, acc, t["variant"])
+    for t in r.tiers:
+        speed = f"{t.predicted_tokens_per_s:.1f}" + ("" if t.tokens_per_s_source.startswith("measured") else " (pred.)")
+        acc = "-" if t.accuracy is None else f"{t.accuracy:.1f}" + (" (meas.)" if t.accuracy_source.startswith("measured") else " (publ.)")
+        table.add_row(t.tier, human_bytes(t.total_bytes), speed, acc, t.variant)
     console.print(table)
-    for t in r["tiers"]:
-        console.print(f"[bold]{t['tier']}[/bold]: {t['reason']}")
-    if not r["tiers"]:
+    for t in r.tiers:
+        console.print(f"[bold]{t.tier}[/bold]: {t.reason}")
+    if not r.tiers:
         console.print("[red]nothing fits[/red]: lower --ctx or raise --mem")
-    for rule in r["rules"]:
+    for rule in r.rules:
         console.print(f"  · {rule}", style="dim")

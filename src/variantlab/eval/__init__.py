@@ -5,7 +5,9 @@ variantlab's process, ``humaneval`` and ``infill`` define the suites, ``kld`` th
 of token distributions against a reference model.
 """
 
+from .reports import EvalReport, KldReport, SamplesReport, Scores
 from .run import EvalPlan, evaluate, score_samples
 from .sandbox import Limits, Outcome, Program, SandboxError, run_program, run_programs
 
-__all__ = ["EvalPlan", "Limits", "Outcome", "Program", "SandboxError", "evaluate", "run_program", "run_programs", "score_samples"]
+__all__ = ["EvalPlan", "EvalReport", "KldReport", "Limits", "Outcome", "Program", "SamplesReport", "SandboxError", "Scores",
+           "evaluate", "run_program", "run_programs", "score_samples"]

