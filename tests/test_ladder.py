@@ -4,6 +4,7 @@ the stratified subset, and the HTML page rendered in headless Chromium."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from variantlab.errors import UsageError
 from variantlab.eval import humaneval as he
 from variantlab.fit import FitRequest, estimate, network_from_catalog
 from variantlab.knowledge.catalog import find_variant
-from variantlab.ladder import LadderPlan, choose, rules_text, wilson_interval
+from variantlab.ladder import LadderPlan, LadderResult, LadderRow, choose, rules_text, wilson_interval
 from variantlab.report import pareto_front, write_report
 
 GIB = 2**30
@@ -24,7 +25,7 @@ FIGURES = {  # type: (gen tokens/s, pass@1, mean KLD)
 }
 
 
-def rows_at(ctx: int, ram_gib: float, problems: int = 164) -> list[dict[str, Any]]:
+def rows_at(ctx: int, ram_gib: float, problems: int = 164) -> list[LadderRow]:
     """Ladder rows whose memory and fit verdict come from the real estimator for Qwen2.5-Coder 7B."""
     rows = []
     for ftype, (speed, acc, kld) in FIGURES.items():
@@ -32,15 +33,15 @@ def rows_at(ctx: int, ram_gib: float, problems: int = 164) -> list[dict[str, Any
         est = estimate(network_from_catalog(variant), FitRequest(ctx=ctx, ram_bytes=int(ram_gib * GIB)))
         passed = round(acc * problems)
         low, high = wilson_interval(passed, problems, 0.95)
-        rows.append({"file_type": ftype, "model": variant.tag, "memory_bytes": est.total_bytes, "fits": est.fits,
-                     "file_bytes": est.file_bytes, "gen_tokens_per_s": speed, "pass_at_1": passed / problems,
-                     "pass_at_1_low": low, "pass_at_1_high": high, "mean_kld": kld, "passed": passed,
-                     "problems": problems, "load_s": 1.0, "ttft_s": 0.2, "lineage": "quantized from F16"})
+        rows.append(LadderRow(file_type=ftype, model=variant.tag, memory_bytes=est.total_bytes, fits=est.fits,
+                              file_bytes=est.file_bytes, gen_tokens_per_s=speed, pass_at_1=passed / problems,
+                              pass_at_1_low=low, pass_at_1_high=high, mean_kld=kld, passed=passed,
+                              problems=problems, load_s=1.0, ttft_s=0.2, lineage="quantized from F16"))
     return rows
 
 
-def picked(rows: list[dict[str, Any]]) -> dict[str, str | None]:
-    return {tier: (p["file_type"] if p else None) for tier, p in choose(rows).items()}
+def picked(rows: list[LadderRow]) -> dict[str, str | None]:
+    return {tier: (p.file_type if p else None) for tier, p in choose(rows).items()}
 
 
 def test_picks_with_room_to_spare() -> None:
@@ -51,28 +52,26 @@ def test_picks_with_room_to_spare() -> None:
 def test_less_memory_moves_quality_down_and_none_fits_says_so() -> None:
     roomy = rows_at(4096, 64)
     tight = rows_at(4096, 6.5)
-    assert [r["fits"] for r in tight] != [r["fits"] for r in roomy]
+    assert [r.fits for r in tight] != [r.fits for r in roomy]
     picks = picked(tight)
-    fitting = [r for r in tight if r["fits"]]
-    assert set(picks.values()) <= {r["file_type"] for r in fitting} and len(fitting) < len(tight)
+    fitting = [r for r in tight if r.fits]
+    assert set(picks.values()) <= {r.file_type for r in fitting} and len(fitting) < len(tight)
     assert picks["best quality"] != picked(roomy)["best quality"]
-    assert picks["best quality"] == max(fitting, key=lambda r: (r["pass_at_1"], -r["mean_kld"]))["file_type"]
+    assert picks["best quality"] == max(fitting, key=lambda r: (r.pass_at_1, -r.mean_kld)).file_type
     assert picked(rows_at(4096, 1)) == {"fastest": None, "balanced": None, "best quality": None}
 
 
 def test_a_longer_context_needs_more_memory_and_changes_the_picks() -> None:
     short, long = rows_at(4096, 8), rows_at(32768, 8)
-    assert all(b["memory_bytes"] > a["memory_bytes"] for a, b in zip(short, long))
-    assert sum(r["fits"] for r in long) < sum(r["fits"] for r in short)
+    assert all(b.memory_bytes > a.memory_bytes for a, b in zip(short, long))
+    assert sum(r.fits for r in long) < sum(r.fits for r in short)
     assert picked(long) != picked(short)
-    assert set(picked(long).values()) <= {r["file_type"] for r in long if r["fits"]}
+    assert set(picked(long).values()) <= {r.file_type for r in long if r.fits}
 
 
 def test_balanced_needs_both_accuracy_and_low_kld() -> None:
-    rows = rows_at(4096, 64)
-    for r in rows:  # make Q4_K_M drift more than the bound: balanced moves up a rung
-        if r["file_type"] == "Q4_K_M":
-            r["mean_kld"] = 0.2
+    rows = [replace(r, mean_kld=0.2) if r.file_type == "Q4_K_M" else r  # Q4_K_M drifts more than the bound:
+            for r in rows_at(4096, 64)]                                    # balanced moves up a rung
     assert picked(rows)["balanced"] == "Q5_K_M"
     few = rows_at(4096, 64, problems=10)  # wide intervals: the lowest rung under the KLD bound wins
     assert picked(few)["balanced"] == "Q4_K_M"
@@ -115,14 +114,14 @@ def test_plan_checks() -> None:
             bad.checked()
 
 
-def synthetic_result() -> dict[str, Any]:
-    rows = rows_at(8192, 16)
-    return {"source": "qwen2.5-coder:7b-instruct", "source_type": "F16", "reference": "qwen:f16", "reference_sha256": "0" * 64,
-            "reference_note": "original float weights", "task": "chat", "ctx": 8192, "suite": "full",
-            "ram_budget_bytes": 16 * GIB, "types": list(FIGURES), "rows": rows, "picks": choose(rows),
-            "rules": rules_text(LadderPlan("m", ctx=8192, ram_bytes=16 * GIB)),
-            "how": {"memory": "variantlab fit MODEL --ctx 8192"}, "run_id": 1, "created_at": "2026-11-23",
-            "machine": {"cpu": "Test CPU <script>", "physical_cores": 2, "ram_total_bytes": 24 * GIB, "gpus": []}}
+def synthetic_result(rows: list[LadderRow] | None = None) -> LadderResult:
+    rows = rows if rows is not None else rows_at(8192, 16)
+    return LadderResult(source="qwen2.5-coder:7b-instruct", source_type="F16", reference="qwen:f16",
+                        reference_sha256="0" * 64, reference_note="original float weights", task="chat", ctx=8192,
+                        suite="full", ram_budget_bytes=16 * GIB, types=list(FIGURES), rows=rows, picks=choose(rows),
+                        rules=rules_text(LadderPlan("m", ctx=8192, ram_bytes=16 * GIB)),
+                        how={"memory": "variantlab fit MODEL --ctx 8192"}, run_id=1, created_at="2026-11-23",
+                        machine={"cpu": "Test CPU <script>", "physical_cores": 2, "ram_total_bytes": 24 * GIB, "gpus": []})
 
 
 def render_in_chromium(page: Path) -> dict[str, Any]:
@@ -213,13 +212,13 @@ def test_a_gpus_free_memory_does_not_make_runs_incomparable() -> None:
     assert other.comparable_key() != runs[0].comparable_key()
 
 
-def _with_speed_ranges(rows: list[dict[str, Any]], ranges: dict[str, tuple[float, float, float]]) -> list[dict[str, Any]]:
+def _with_speed_ranges(rows: list[LadderRow], ranges: dict[str, tuple[float, float, float]]) -> list[LadderRow]:
     """Rows whose generation speed is (median, min, max) over 3 repetitions for the named rungs."""
     out = []
     for r in rows:
-        median, low, high = ranges.get(r["file_type"], (r["gen_tokens_per_s"],) * 3)
-        out.append({**r, "gen_tokens_per_s": median, "gen_tokens_per_s_min": low, "gen_tokens_per_s_max": high,
-                    "gen_tokens_per_s_reps": 3})
+        median, low, high = ranges.get(r.file_type, (r.gen_tokens_per_s or 0.0,) * 3)
+        out.append(replace(r, gen_tokens_per_s=median, gen_tokens_per_s_min=low, gen_tokens_per_s_max=high,
+                           gen_tokens_per_s_reps=3))
     return out
 
 
@@ -228,24 +227,38 @@ def test_fastest_treats_rungs_the_noise_cannot_separate_as_tied() -> None:
     Q3_K_S was named fastest. Overlapping ranges are a tie, the tie goes to the least memory, and the reason says so."""
     noisy = _with_speed_ranges(rows_at(4096, 24), {"Q2_K": (58.6, 50.2, 70.3), "Q3_K_M": (69.0, 57.0, 71.8)})
     picks = choose(noisy)
-    assert picks["fastest"]["file_type"] == "Q2_K"  # the smaller of the tied rungs
-    assert set(picks["fastest"]["tied"]) == {"Q2_K", "Q3_K_M"}
-    assert "too few repetitions to separate them" in picks["fastest"]["reason"]
+    assert picks["fastest"].file_type == "Q2_K"  # the smaller of the tied rungs
+    assert set(picks["fastest"].tied) == {"Q2_K", "Q3_K_M"}
+    assert "too few repetitions to separate them" in picks["fastest"].reason
     clear = _with_speed_ranges(rows_at(4096, 24), {"Q2_K": (58.6, 58.0, 59.1), "Q3_K_M": (69.0, 68.5, 69.9)})
     picks = choose(clear)
-    assert picks["fastest"]["file_type"] == "Q3_K_M" and picks["fastest"]["tied"] == ["Q3_K_M"]
-    assert "clear of every other rung's range" in picks["fastest"]["reason"]
+    assert picks["fastest"].file_type == "Q3_K_M" and picks["fastest"].tied == ["Q3_K_M"]
+    assert "clear of every other rung's range" in picks["fastest"].reason
 
 
 def test_the_table_shows_the_spread_of_speed() -> None:
     from variantlab.report import TABLE_HEADERS, table_rows
 
     rows = _with_speed_ranges(rows_at(4096, 24), {"Q2_K": (58.6, 50.2, 70.3)})
-    result = {"rows": rows, "picks": choose(rows)}
     column = TABLE_HEADERS.index("gen tok/s (range)")
-    assert table_rows(result)[0][column] == "58.6 (50.2–70.3)"
-    old = [{k: v for k, v in r.items() if not k.startswith("gen_tokens_per_s_")} for r in rows]  # recorded before
-    assert table_rows({"rows": old, "picks": choose(old)})[0][column] == "58.6"
+    assert table_rows(synthetic_result(rows))[0][column] == "58.6 (50.2–70.3)"
+    recorded_before = [{k: v for k, v in asdict(r).items() if not k.startswith("gen_tokens_per_s_")} for r in rows]
+    old = [LadderRow.from_dict(r) for r in recorded_before]  # ladders recorded before the range was kept
+    assert table_rows(synthetic_result(old))[0][column] == "58.6"
+
+
+def test_a_ladder_result_round_trips_through_the_results_database(tmp_path: Path) -> None:
+    """The report reads the ladder back from the database: the typed result survives the JSON."""
+    from variantlab.ladder import latest_ladder
+    from variantlab.results import ResultsDB, Run
+
+    result = synthetic_result(_with_speed_ranges(rows_at(4096, 24), {"Q2_K": (58.6, 50.2, 70.3)}))
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        run_id = db.record(Run(kind="ladder", model="m", backend="llama.cpp", settings=result.to_dict(), hardware={},
+                               variantlab_version="0.1.0"))
+        back = latest_ladder(db)
+    assert back.run_id == run_id and back.rows == result.rows and back.picks == result.picks
+    assert back.to_dict() | {"run_id": None, "created_at": None} == result.to_dict() | {"run_id": None, "created_at": None}
 
 
 def test_suites_and_tasks_come_from_the_data_files() -> None:

@@ -15,7 +15,7 @@ import contextlib
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from . import __version__
@@ -27,7 +27,7 @@ from .eval import infill
 from .eval.kld import KldPlan, corpus, evaluate_kld
 from .eval.run import EvalPlan, evaluate
 from .files import ProgressFn, no_progress
-from .fit import FitRequest, fit
+from .fit import Estimate, FitRequest, fit
 from .hardware import machine_facts, profile
 from .knowledge import load_data
 from .knowledge.quants import file_type, quick_ladder
@@ -67,6 +67,87 @@ class LadderPlan:
         return "infill" if self.task == "infill" else "humaneval"
 
 
+@dataclass(frozen=True)
+class LadderRow:
+    """One rung: the file, its memory at the context, its measured speed (median and the range of the
+    repetitions), pass@1 with its interval, mean KLD, and the results-database runs behind them."""
+
+    file_type: str
+    model: str
+    file_bytes: int
+    memory_bytes: int
+    fits: bool
+    gen_tokens_per_s: float | None
+    pass_at_1: float | None
+    pass_at_1_low: float
+    pass_at_1_high: float
+    mean_kld: float | None
+    passed: int
+    problems: int
+    load_s: float | None = None
+    ttft_s: float | None = None
+    lineage: str = ""
+    sha256: str | None = None
+    verdict: str = ""
+    prompt_tokens_per_s: float | None = None
+    gen_tokens_per_s_min: float | None = None  # None in ladders recorded before the range was kept
+    gen_tokens_per_s_max: float | None = None
+    gen_tokens_per_s_reps: int = 0
+    same_top_p: float | None = None
+    ppl: float | None = None
+    runs: dict[str, int | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LadderRow:
+        """A row as the results database recorded it (fields added later keep their defaults)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One of the three picks: the rung and why; ``tied`` names the rungs the measurement could not separate."""
+
+    model: str
+    file_type: str
+    reason: str
+    tied: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LadderResult:
+    """The variation table of one ladder, its picks and rules, the machine, and how each figure was measured."""
+
+    source: str
+    source_type: str | None
+    reference: str
+    reference_sha256: str
+    reference_note: str
+    task: str
+    ctx: int
+    suite: str
+    ram_budget_bytes: int | None
+    types: list[str]
+    rows: list[LadderRow]
+    picks: dict[str, Pick | None]
+    rules: list[str]
+    how: dict[str, str]
+    machine: dict[str, Any]
+    run_id: int | None = None
+    created_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form, and what the results database records."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LadderResult:
+        picks = {tier: Pick(**p) if p else None for tier, p in data["picks"].items()}
+        known = {f.name for f in fields(cls)}
+        rest = {k: v for k, v in data.items() if k in known and k not in ("rows", "picks")}
+        return cls(**rest, rows=[LadderRow.from_dict(r) for r in data["rows"]], picks=picks)
+
+
 def suite_settings(suite: str) -> dict[str, Any]:
     return load_data("ladder.toml")["suite"][suite]
 
@@ -78,7 +159,7 @@ def pick_rules() -> dict[str, Any]:
 # -- running -----------------------------------------------------------------------------------
 
 def run_ladder(plan: LadderPlan, *, store: Store | None = None, db: ResultsDB | None = None,
-               progress: ProgressFn = no_progress) -> dict[str, Any]:
+               progress: ProgressFn = no_progress) -> LadderResult:
     """Make and measure every rung (reusing what is already measured), pick, record, return the table."""
     plan = plan.checked()
     store = store or Store()
@@ -97,8 +178,7 @@ def run_ladder(plan: LadderPlan, *, store: Store | None = None, db: ResultsDB | 
             rows.append(_measure_rung(plan, made, reference, store, results, progress, step))
         progress(f"ladder: {len(rows)} rungs measured", total, total)
         result = _result(plan, source.label, source_type, reference, rows)
-        result["run_id"] = _record(results, plan, source, result)
-    return result
+        return replace(result, run_id=_record(results, plan, source, result))
 
 
 def _reference(ref: str, source_type: str | None, store: Store, progress: ProgressFn) -> Manifest:
@@ -112,7 +192,7 @@ def _reference(ref: str, source_type: str | None, store: Store, progress: Progre
 
 
 def _measure_rung(plan: LadderPlan, made: Manifest, reference: Manifest, store: Store, db: ResultsDB,
-                  progress: ProgressFn, step: Callable[[int, str], None]) -> dict[str, Any]:
+                  progress: ProgressFn, step: Callable[[int, str], None]) -> LadderRow:
     settings = suite_settings(plan.suite)
     step(1, "fit")
     est = fit(made.name, FitRequest(ctx=plan.ctx, ram_bytes=plan.ram_bytes), store)
@@ -122,7 +202,7 @@ def _measure_rung(plan: LadderPlan, made: Manifest, reference: Manifest, store: 
     eval_run = _accuracy(made, settings, plan, store, db, progress)
     step(4, "kld")
     kld_run = _kld(made, reference, settings, plan, store, db, progress)
-    return _row(made, est.to_dict(), bench_run, eval_run, kld_run)
+    return _row(made, est, bench_run, eval_run, kld_run)
 
 
 def bench_plan(settings: dict[str, Any], threads: int | None) -> BenchPlan:
@@ -223,80 +303,70 @@ def _median(run: Run, name: str) -> float | None:
     return metric.median if metric else None
 
 
-def _spread(run: Run, name: str) -> dict[str, Any]:
-    """The lowest and highest of a metric's repetitions, and how many there were."""
-    metric = run.metrics.get(name)
-    return {f"{name}_min": metric.min if metric else None, f"{name}_max": metric.max if metric else None,
-            f"{name}_reps": metric.n if metric else 0}
-
-
-def speed_range(row: dict[str, Any]) -> tuple[float, float]:
+def speed_range(row: LadderRow) -> tuple[float, float]:
     """A rung's generation speed as the range of its repetitions (its median alone where none are recorded)."""
-    median = row["gen_tokens_per_s"] or 0.0
-    low, high = row.get("gen_tokens_per_s_min"), row.get("gen_tokens_per_s_max")
+    median = row.gen_tokens_per_s or 0.0
+    low, high = row.gen_tokens_per_s_min, row.gen_tokens_per_s_max
     return (median if low is None else low), (median if high is None else high)
 
 
-def _fastest(fitting: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _fastest(fitting: list[LadderRow]) -> tuple[LadderRow, list[LadderRow]]:
     """The fastest rung, and the rungs tied with it: those whose range of repetitions overlaps the
     fastest median's range. A tie goes to the least memory, since the measurement cannot tell them apart."""
-    top = max(fitting, key=lambda r: (r["gen_tokens_per_s"] or 0, -r["memory_bytes"]))
+    top = max(fitting, key=lambda r: (r.gen_tokens_per_s or 0, -r.memory_bytes))
     top_low, top_high = speed_range(top)
     tied = [r for r in fitting if speed_range(r)[1] >= top_low and speed_range(r)[0] <= top_high]
-    return min(tied, key=lambda r: (r["memory_bytes"], -(r["gen_tokens_per_s"] or 0))), tied
+    return min(tied, key=lambda r: (r.memory_bytes, -(r.gen_tokens_per_s or 0))), tied
 
 
-def _fastest_reason(fastest: dict[str, Any], tied: list[dict[str, Any]]) -> str:
+def _fastest_reason(fastest: LadderRow, tied: list[LadderRow]) -> str:
     low, high = speed_range(fastest)
-    spread = f"{fastest['gen_tokens_per_s']:.1f} tokens/s, {low:.1f}–{high:.1f} over {fastest.get('gen_tokens_per_s_reps', 0)} reps"
+    spread = f"{fastest.gen_tokens_per_s or 0:.1f} tokens/s, {low:.1f}–{high:.1f} over {fastest.gen_tokens_per_s_reps} reps"
     if len(tied) == 1:
         return f"highest generation speed that fits ({spread}), clear of every other rung's range"
-    others = ", ".join(r["file_type"] for r in tied if r is not fastest)
+    others = ", ".join(r.file_type for r in tied if r is not fastest)
     return (f"tied for the highest generation speed with {others}: their ranges over the repetitions overlap, so "
             f"too few repetitions to separate them; of the tied rungs, the least memory ({spread}); "
             "more repetitions (--suite full) may separate them")
 
 
-def _row(made: Manifest, est: dict[str, Any], bench_run: Run, eval_run: Run, kld_run: Run) -> dict[str, Any]:
+def _row(made: Manifest, est: Estimate, bench_run: Run, eval_run: Run, kld_run: Run) -> LadderRow:
     passed, samples = int(_median(eval_run, "passed") or 0), int(_median(eval_run, "samples") or 0)
     low, high = wilson_interval(passed, samples, pick_rules()["confidence"])
     lineage = made.lineage or {}
-    return {
-        "file_type": lineage.get("to_type", made.file_type), "model": made.name, "sha256": made.sha256,
-        "lineage": lineage.get("note", made.source), "file_bytes": made.size,
-        "memory_bytes": est["total_bytes"], "fits": est["fits"], "verdict": est["verdict"],
-        "load_s": _median(bench_run, "load_s"), "ttft_s": _median(bench_run, "ttft_s"),
-        "prompt_tokens_per_s": _median(bench_run, "prompt_tokens_per_s"),
-        "gen_tokens_per_s": _median(bench_run, "gen_tokens_per_s"),
-        **_spread(bench_run, "gen_tokens_per_s"),
-        "pass_at_1": _median(eval_run, "pass@1"), "passed": passed, "problems": samples,
-        "pass_at_1_low": low, "pass_at_1_high": high,
-        "mean_kld": _median(kld_run, "mean_kld"), "same_top_p": _median(kld_run, "same_top_p"),
-        "ppl": _median(kld_run, "ppl"),
-        "runs": {"bench": bench_run.id, "accuracy": eval_run.id, "kld": kld_run.id},
-    }
+    speed = bench_run.metrics.get("gen_tokens_per_s")
+    return LadderRow(
+        file_type=lineage.get("to_type") or made.file_type or "?", model=made.name, sha256=made.sha256,
+        lineage=lineage.get("note", made.source), file_bytes=made.size, memory_bytes=est.total_bytes, fits=est.fits,
+        verdict=est.verdict, load_s=_median(bench_run, "load_s"), ttft_s=_median(bench_run, "ttft_s"),
+        prompt_tokens_per_s=_median(bench_run, "prompt_tokens_per_s"), gen_tokens_per_s=_median(bench_run, "gen_tokens_per_s"),
+        gen_tokens_per_s_min=speed.min if speed else None, gen_tokens_per_s_max=speed.max if speed else None,
+        gen_tokens_per_s_reps=speed.n if speed else 0,
+        pass_at_1=_median(eval_run, "pass@1"), passed=passed, problems=samples, pass_at_1_low=low, pass_at_1_high=high,
+        mean_kld=_median(kld_run, "mean_kld"), same_top_p=_median(kld_run, "same_top_p"), ppl=_median(kld_run, "ppl"),
+        runs={"bench": bench_run.id, "accuracy": eval_run.id, "kld": kld_run.id},
+    )
 
 
-def choose(rows: list[dict[str, Any]], rules: dict[str, Any] | None = None) -> dict[str, dict[str, Any] | None]:
+def choose(rows: list[LadderRow], rules: dict[str, Any] | None = None) -> dict[str, Pick | None]:
     """The three picks among the rows that fit; each with the reason it was chosen."""
     rules = rules or pick_rules()
-    fitting = [r for r in rows if r["fits"]]
+    fitting = [r for r in rows if r.fits]
     if not fitting:
         return {"fastest": None, "balanced": None, "best quality": None}
     fastest, tied = _fastest(fitting)
-    best = max(fitting, key=lambda r: (r["pass_at_1"] or 0, -(r["mean_kld"] or 0), -r["memory_bytes"]))
-    close = [r for r in fitting if r["pass_at_1_high"] >= best["pass_at_1_low"]
-             and r["mean_kld"] is not None and r["mean_kld"] <= rules["balanced_kld_max"]]
-    balanced = min(close, key=lambda r: r["memory_bytes"]) if close else best
+    best = max(fitting, key=lambda r: (r.pass_at_1 or 0, -(r.mean_kld or 0), -r.memory_bytes))
+    close = [r for r in fitting if r.pass_at_1_high >= best.pass_at_1_low
+             and r.mean_kld is not None and r.mean_kld <= rules["balanced_kld_max"]]
+    balanced = min(close, key=lambda r: r.memory_bytes) if close else best
     return {
-        "fastest": {"model": fastest["model"], "file_type": fastest["file_type"], "reason": _fastest_reason(fastest, tied),
-                    "tied": [r["file_type"] for r in tied]},
-        "balanced": {"model": balanced["model"], "file_type": balanced["file_type"],
-                     "reason": (f"least memory ({balanced['memory_bytes'] / 2**30:.2f} GiB) with pass@1 within the best's "
-                                f"interval and mean KLD {balanced['mean_kld']:.4f} ≤ {rules['balanced_kld_max']}")
-                     if close else "no rung is both close to the best and under the KLD bound: the best quality"},
-        "best quality": {"model": best["model"], "file_type": best["file_type"],
-                         "reason": f"highest pass@1 that fits ({(best['pass_at_1'] or 0):.1%}; ties: lower KLD)"},
+        "fastest": Pick(fastest.model, fastest.file_type, _fastest_reason(fastest, tied), [r.file_type for r in tied]),
+        "balanced": Pick(balanced.model, balanced.file_type,
+                         (f"least memory ({balanced.memory_bytes / 2**30:.2f} GiB) with pass@1 within the best's "
+                          f"interval and mean KLD {balanced.mean_kld or 0:.4f} ≤ {rules['balanced_kld_max']}")
+                         if close else "no rung is both close to the best and under the KLD bound: the best quality"),
+        "best quality": Pick(best.model, best.file_type,
+                             f"highest pass@1 that fits ({(best.pass_at_1 or 0):.1%}; ties: lower KLD)"),
     }
 
 
@@ -332,31 +402,30 @@ def how_measured(plan: LadderPlan, reference: str) -> dict[str, str]:
 
 
 def _result(plan: LadderPlan, source: str, source_type: str | None, reference: Manifest,
-            rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "source": source, "source_type": source_type, "reference": reference.name, "reference_sha256": reference.sha256,
-        "reference_note": (reference.lineage or {}).get("note", "original float weights"),
-        "task": plan.task, "ctx": plan.ctx, "suite": plan.suite, "ram_budget_bytes": plan.ram_bytes,
-        "types": list(plan.types), "rows": rows, "picks": choose(rows), "rules": rules_text(plan),
-        "how": how_measured(plan, reference.name), "machine": profile(),
-    }
+            rows: list[LadderRow]) -> LadderResult:
+    return LadderResult(
+        source=source, source_type=source_type, reference=reference.name, reference_sha256=reference.sha256,
+        reference_note=(reference.lineage or {}).get("note", "original float weights"), task=plan.task, ctx=plan.ctx,
+        suite=plan.suite, ram_budget_bytes=plan.ram_bytes, types=list(plan.types), rows=rows, picks=choose(rows),
+        rules=rules_text(plan), how=how_measured(plan, reference.name), machine=profile(),
+    )
 
 
-def _record(db: ResultsDB, plan: LadderPlan, source: Any, result: dict[str, Any]) -> int | None:
-    run = Run(kind="ladder", model=source.label, backend="llama.cpp", settings=result,
+def _record(db: ResultsDB, plan: LadderPlan, source: Any, result: LadderResult) -> int | None:
+    run = Run(kind="ladder", model=source.label, backend="llama.cpp", settings=result.to_dict(),
               hardware=machine_facts(), variantlab_version=__version__,
               model_sha256=source.manifest.sha256 if source.manifest else None, suite=plan.suite)
     db.record(run)
     return run.id
 
 
-def latest_ladder(db: ResultsDB, run_id: int | None = None) -> dict[str, Any]:
+def latest_ladder(db: ResultsDB, run_id: int | None = None) -> LadderResult:
     """A recorded ladder's table (the newest, or run ``run_id``), for the report."""
     run = db.get(run_id) if run_id is not None else next(iter(db.runs(kind="ladder", limit=1)), None)
     if run is None or run.kind != "ladder":
         raise UsageError("no ladder has been recorded yet" if run_id is None else f"run {run_id} is not a ladder",
                          hint="run `variantlab ladder MODEL` first")
-    return {**run.settings, "run_id": run.id, "created_at": run.created_at}
+    return replace(LadderResult.from_dict(run.settings), run_id=run.id, created_at=run.created_at)
 
 
-__all__ = ["LadderPlan", "run_ladder", "choose", "wilson_interval", "latest_ladder", "rules_text"]
+__all__ = ["LadderPlan", "LadderResult", "LadderRow", "Pick", "run_ladder", "choose", "wilson_interval", "latest_ladder", "rules_text"]

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .ladder import speed_range
+from .ladder import LadderResult, LadderRow, speed_range
 
 TIERS = ("fastest", "balanced", "best quality")
 
@@ -42,7 +42,7 @@ def _label_rows(xs: list[float], ys: list[float]) -> list[int]:
     return rows
 
 
-def chart_png(result: dict[str, Any]) -> bytes:
+def chart_png(result: LadderResult) -> bytes:
     """Accuracy and mean KLD against memory and against speed, each Pareto front drawn, picks marked.
 
     pass@1 on a small suite rarely separates rungs (the intervals overlap), while mean KLD does:
@@ -55,15 +55,15 @@ def chart_png(result: dict[str, Any]) -> bytes:
 
     fig = Figure(figsize=(11, 8.6), dpi=110)
     axes = fig.subplots(2, 2, sharey="row")
-    accuracy = [r for r in result["rows"] if r["pass_at_1"] is not None]
-    kld = [r for r in result["rows"] if r.get("mean_kld")]
+    accuracy = [r for r in result.rows if r.pass_at_1 is not None]
+    kld = [r for r in result.rows if r.mean_kld]
     _panel_row(axes[0], accuracy, result, _ACCURACY)
     _panel_row(axes[1], kld, result, _KLD)
-    axes[0][0].set_ylabel(f"pass@1 (%) on {accuracy[0]['problems'] if accuracy else 0} problems, 95% interval")
+    axes[0][0].set_ylabel(f"pass@1 (%) on {accuracy[0].problems if accuracy else 0} problems, 95% interval")
     axes[1][0].set_ylabel("mean KL-divergence (nats/token, log scale)")
     axes[1][0].set_yscale("log")
     axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{result['source']}: accuracy and KL-divergence against memory and speed (grey: does not fit)",
+    fig.suptitle(f"{result.source}: accuracy and KL-divergence against memory and speed (grey: does not fit)",
                  fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -72,18 +72,18 @@ def chart_png(result: dict[str, Any]) -> bytes:
 
 
 # (value on the y axis, its error bars or None, whether higher is better)
-_ACCURACY = (lambda r: r["pass_at_1"] * 100,
-             lambda r: (max(0.0, r["pass_at_1"] - r["pass_at_1_low"]) * 100, max(0.0, r["pass_at_1_high"] - r["pass_at_1"]) * 100),
+_ACCURACY = (lambda r: (r.pass_at_1 or 0) * 100,
+             lambda r: (max(0.0, (r.pass_at_1 or 0) - r.pass_at_1_low) * 100, max(0.0, r.pass_at_1_high - (r.pass_at_1 or 0)) * 100),
              True)
-_KLD = (lambda r: r["mean_kld"], None, False)
+_KLD = (lambda r: r.mean_kld or 0.0, None, False)
 _X_AXES = (("memory_bytes", "memory at context (GiB)", True, 1 / 2**30), ("gen_tokens_per_s", "generation (tokens/s)", False, 1.0))
 
 
-def _panel_row(axes: Any, rows: list[dict[str, Any]], result: dict[str, Any], y_spec: Any) -> None:
+def _panel_row(axes: Any, rows: list[LadderRow], result: LadderResult, y_spec: Any) -> None:
     y_of, err_of, higher_better = y_spec
     picked = picks_by_model(result)
     for ax, (key, label, lower_x_better, scale) in zip(axes, _X_AXES):
-        xs = [r[key] * scale for r in rows]
+        xs = [(getattr(r, key) or 0) * scale for r in rows]
         ys = [y_of(r) for r in rows]
         if err_of is not None:
             bars = [err_of(r) for r in rows]
@@ -94,14 +94,14 @@ def _panel_row(axes: Any, rows: list[dict[str, Any]], result: dict[str, Any], y_
             ax.errorbar(xs, ys, xerr=[[max(0.0, x - lo) for x, (lo, _) in zip(xs, ranges)],
                                       [max(0.0, hi - x) for x, (_, hi) in zip(xs, ranges)]],
                         fmt="none", ecolor="#bbbbbb", elinewidth=1, capsize=3, zorder=1)
-        ax.scatter(xs, ys, c=["#2a7ab0" if r["fits"] else "#c0c0c0" for r in rows], s=46, zorder=3)
+        ax.scatter(xs, ys, c=["#2a7ab0" if r.fits else "#c0c0c0" for r in rows], s=46, zorder=3)
         ranked = [(x, y if higher_better else -y) for x, y in zip(xs, ys)]
         front = sorted(pareto_front(ranked, lower_x_better), key=lambda i: xs[i])
         ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#e07b39", linewidth=1.5, zorder=2,
                 marker="o", markersize=12, markerfacecolor="none", label="Pareto front")  # rings: a front of one shows
         heights = ys if higher_better else [-math.log10(max(y, 1e-12)) * 10 for y in ys]  # label rows in plot units
         for r, x, y, lift in zip(rows, xs, ys, _label_rows(xs, heights)):
-            tag = r["file_type"] + (f"  [{', '.join(picked[r['model']])}]" if r["model"] in picked else "")
+            tag = r.file_type + (f"  [{', '.join(picked[r.model])}]" if r.model in picked else "")
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=(6, 5 - 11 * lift), fontsize=8)
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
@@ -111,33 +111,33 @@ def _cell(value: Any, fmt: str, scale: float = 1.0) -> str:
     return "–" if value is None else format(value * scale, fmt)
 
 
-def picks_by_model(result: dict[str, Any]) -> dict[str, list[str]]:
+def picks_by_model(result: LadderResult) -> dict[str, list[str]]:
     picked: dict[str, list[str]] = {}
-    for tier, p in result["picks"].items():
+    for tier, p in result.picks.items():
         if p:
-            picked.setdefault(p["model"], []).append(tier)
+            picked.setdefault(p.model, []).append(tier)
     return picked
 
 
-def table_rows(result: dict[str, Any]) -> list[list[str]]:
+def table_rows(result: LadderResult) -> list[list[str]]:
     """The variation table as text cells, shared by the terminal table and the HTML page."""
     picked = picks_by_model(result)
     out = []
-    for r in result["rows"]:
+    for r in result.rows:
         out.append([
-            r["file_type"], _cell(r["file_bytes"], ".0f", 1 / 2**20), _cell(r["memory_bytes"], ".0f", 1 / 2**20),
-            "yes" if r["fits"] else "no", _cell(r["load_s"], ".2f"), _cell(r["ttft_s"], ".3f"),
+            r.file_type, _cell(r.file_bytes, ".0f", 1 / 2**20), _cell(r.memory_bytes, ".0f", 1 / 2**20),
+            "yes" if r.fits else "no", _cell(r.load_s, ".2f"), _cell(r.ttft_s, ".3f"),
             _speed_cell(r),
-            (f"{r['pass_at_1']:.1%} [{r['pass_at_1_low']:.0%}–{r['pass_at_1_high']:.0%}]" if r["pass_at_1"] is not None else "–"),
-            _cell(r["mean_kld"], ".4f"), ", ".join(picked.get(r["model"], [])),
+            (f"{r.pass_at_1:.1%} [{r.pass_at_1_low:.0%}–{r.pass_at_1_high:.0%}]" if r.pass_at_1 is not None else "–"),
+            _cell(r.mean_kld, ".4f"), ", ".join(picked.get(r.model, [])),
         ])
     return out
 
 
-def _speed_cell(row: dict[str, Any]) -> str:
+def _speed_cell(row: LadderRow) -> str:
     """Median generation speed with the range of its repetitions, so a reader sees which rungs the noise cannot separate."""
-    low, high = row.get("gen_tokens_per_s_min"), row.get("gen_tokens_per_s_max")
-    median = _cell(row["gen_tokens_per_s"], ".1f")
+    low, high = row.gen_tokens_per_s_min, row.gen_tokens_per_s_max
+    median = _cell(row.gen_tokens_per_s, ".1f")
     return median if low is None or high is None else f"{median} ({low:.1f}–{high:.1f})"
 
 
@@ -145,25 +145,25 @@ TABLE_HEADERS = ["type", "file MiB", "memory MiB at ctx", "fits", "load s", "TTF
                  "pass@1 [95% CI]", "mean KLD", "pick"]
 
 
-def render_html(result: dict[str, Any], png: bytes) -> str:
+def render_html(result: LadderResult, png: bytes) -> str:
     """The whole page: table, chart, picks, rules, machine, and how each figure was measured."""
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in TABLE_HEADERS)
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table_rows(result))
-    picks = "".join(f"<li><b>{e(t)}</b>: {e(p['model'])} ({e(p['file_type'])}): {e(p['reason'])}</li>" if p else
-                    f"<li><b>{e(t)}</b>: nothing fits</li>" for t, p in result["picks"].items())
-    rules = "".join(f"<li>{e(r)}</li>" for r in result["rules"])
-    how = "".join(f"<dt>{e(k)}</dt><dd><code>{e(v)}</code></dd>" for k, v in result["how"].items())
-    m = result["machine"]
+    picks = "".join(f"<li><b>{e(t)}</b>: {e(p.model)} ({e(p.file_type)}): {e(p.reason)}</li>" if p else
+                    f"<li><b>{e(t)}</b>: nothing fits</li>" for t, p in result.picks.items())
+    rules = "".join(f"<li>{e(r)}</li>" for r in result.rules)
+    how = "".join(f"<dt>{e(k)}</dt><dd><code>{e(v)}</code></dd>" for k, v in result.how.items())
+    m = result.machine
     machine = (f"{m.get('cpu', '?')}, {m.get('physical_cores', '?')} cores, "
                f"{(m.get('ram_total_bytes') or 0) / 2**30:.1f} GiB RAM, "
                f"memory bandwidth {(m.get('memory_bandwidth_bytes_per_s') or 0) / 1e9:.1f} GB/s, "
                f"GPUs: {', '.join(g.get('name', '?') for g in m.get('gpus') or []) or 'none'}")
-    lineage = sorted({r["lineage"] for r in result["rows"]})
+    lineage = sorted({r.lineage for r in result.rows})
     chart = base64.b64encode(png).decode()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>variantlab report: {e(result['source'])}</title>
+<title>variantlab report: {e(result.source)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
@@ -171,23 +171,23 @@ th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
 th {{ background: #f0f0f0; }} td:first-child, td:last-child {{ text-align: left; }}
 img {{ max-width: 100%; border: 1px solid #eee; }} code {{ font-size: 90%; }}
 </style></head><body>
-<h1>Variation table: {e(result['source'])}</h1>
-<p>Task <b>{e(result['task'])}</b>, context {result['ctx']} tokens, suite <b>{e(result['suite'])}</b>,
-ladder run {result.get('run_id')} ({e(str(result.get('created_at') or ''))}).
-Reference for KL-divergence: {e(result['reference'])} ({e(result['reference_note'])}).</p>
+<h1>Variation table: {e(result.source)}</h1>
+<p>Task <b>{e(result.task)}</b>, context {result.ctx} tokens, suite <b>{e(result.suite)}</b>,
+ladder run {result.run_id} ({e(str(result.created_at or ''))}).
+Reference for KL-divergence: {e(result.reference)} ({e(result.reference_note)}).</p>
 <p>Lineage of the rungs: {e('; '.join(lineage))}.</p>
 <table id="variation-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>Picks</h2><ul id="picks">{picks}</ul>
 <h2>Rules</h2><ul>{rules}</ul>
-<h2>Accuracy against memory and speed</h2>
-<img id="pareto-chart" alt="Pareto chart of pass@1 against memory and generation speed" src="data:image/png;base64,{chart}">
+<h2>Accuracy and KL-divergence against memory and speed</h2>
+<img id="pareto-chart" alt="Pareto charts of pass@1 and mean KL-divergence against memory and generation speed" src="data:image/png;base64,{chart}">
 <h2>Machine</h2><p id="machine">{e(machine)}</p>
 <h2>How each figure was measured</h2><dl>{how}</dl>
 </body></html>
 """
 
 
-def write_report(result: dict[str, Any], html_path: Path) -> tuple[Path, Path]:
+def write_report(result: LadderResult, html_path: Path) -> tuple[Path, Path]:
     """Write the page and the chart's PNG beside it (same name, .png); return both paths."""
     png = chart_png(result)
     png_path = html_path.with_suffix(".png")

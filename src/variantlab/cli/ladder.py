@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from ..ladder import LadderPlan, latest_ladder, run_ladder
+from ..ladder import LadderPlan, LadderResult, latest_ladder, run_ladder
 from ..report import TABLE_HEADERS, table_rows, write_report
 from ..results import ResultsDB
 from .output import gib_option_bytes, print_json, progress_bars, split_list, stdout_console
@@ -33,24 +33,23 @@ def ladder(
     with progress_bars(steps="ladder") as progress:
         result = run_ladder(plan, progress=progress)
     if json_out:
-        print_json(result)
+        print_json(result.to_dict())
     else:
         render(result)
 
 
-def render(result: dict[str, Any]) -> None:
-    table = Table(*TABLE_HEADERS, title=f"variation table: {result['source']} — task {result['task']}, "
-                                        f"ctx {result['ctx']}, suite {result['suite']} (ladder run {result['run_id']})")
+def render(result: LadderResult) -> None:
+    table = Table(*TABLE_HEADERS, title=f"variation table: {result.source} — task {result.task}, "
+                                        f"ctx {result.ctx}, suite {result.suite} (ladder run {result.run_id})")
     for row in table_rows(result):
         table.add_row(*row)
     console = stdout_console(min_width=140)
     console.print(table)
-    console.print(f"rungs: {'; '.join(sorted({r['lineage'] for r in result['rows']}))}; "
-                  f"KLD against {result['reference']}")
-    for tier, pick in result["picks"].items():
-        console.print(f"[bold]{tier}[/bold]: " + (f"{pick['file_type']} ({pick['model']}): {pick['reason']}" if pick else "nothing fits"))
+    console.print(f"rungs: {'; '.join(sorted({r.lineage for r in result.rows}))}; KLD against {result.reference}")
+    for tier, pick in result.picks.items():
+        console.print(f"[bold]{tier}[/bold]: " + (f"{pick.file_type} ({pick.model}): {pick.reason}" if pick else "nothing fits"))
     console.print("rules:")
-    for rule in result["rules"]:
+    for rule in result.rules:
         console.print(f"  - {rule}")
 
 
@@ -64,6 +63,6 @@ def report(
         result = latest_ladder(db, run)
     page, png = write_report(result, html_file)
     if json_out:
-        print_json({"html": str(page), "png": str(png), "ladder_run": result["run_id"]})
+        print_json({"html": str(page), "png": str(png), "ladder_run": result.run_id})
     else:
-        stdout_console().print(f"report: {page} (chart: {png}), ladder run {result['run_id']}")
+        stdout_console().print(f"report: {page} (chart: {png}), ladder run {result.run_id}")
