@@ -41,22 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model: str, real_st
     source = real_store.resolve(default_model).path
     subprocess.run([*exe, "models", "fetch", f"file:{source}", "--name", default_model], env=env, check=True, capture_output=True)
     subprocess.run([*exe, "lock", "add", "chat", default_model], env=env, check=True, capture_output=True)
-    port = free_port()
-    log = home / "serve.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([*exe, "serve", "chat", "--port", str(port), "--parallel", "2", "--ctx", "2048",
-                                 "--max-tokens-cap", "256"], env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.2)
+    proc, base = _start_serve(home, "chat", "--parallel", "2", "--ctx", "2048", "--max-tokens-cap", "256", env=env)
     yield base
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
@@ -249,24 +234,10 @@ def test_a_dead_engine_ends_the_server_instead_of_a_503_zombie(tmp_path: Path, d
     """Kill the engine child: the server exits non-zero within seconds, saying why (issue 15, point 1)."""
     import psutil
 
-    env = {**os.environ, "VARIANTLAB_HOME": str(tmp_path)}
     source = real_store.resolve(default_model).path
-    port = free_port()
+    proc, _ = _start_serve(tmp_path, source, "--parallel", "1", "--ctx", "512", "--max-tokens-cap", "16")
     log = tmp_path / "serve.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "variantlab.cli.app", "serve", str(source), "--port", str(port),
-                                 "--parallel", "1", "--ctx", "512", "--max-tokens-cap", "16"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.2)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "the engine child was not found"
         for child in children:
@@ -274,9 +245,7 @@ def test_a_dead_engine_ends_the_server_instead_of_a_503_zombie(tmp_path: Path, d
         assert proc.wait(timeout=20) == 3
         assert "stopping (exit code 3)" in log.read_text()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_if_running(proc)
 
 
 def _server_process(base: str):  # type: ignore[no-untyped-def]
@@ -333,9 +302,10 @@ def test_soak_mixed_good_bad_and_abandoned_requests(server: str) -> None:
     assert _tree_rss(proc) - rss_before < 256 << 20  # stated bound: under 256 MiB of growth over the soak
 
 
-def _start_serve(home: Path, model: str | Path, *options: str) -> tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
-    """`variantlab serve MODEL OPTIONS` in its own session, once /health answers."""
-    env = {**os.environ, "VARIANTLAB_HOME": str(home)}
+def _start_serve(home: Path, model: str | Path, *options: str,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
+    """`variantlab serve MODEL OPTIONS` in its own session (log in HOME/serve.log), once /health answers."""
+    env = env or {**os.environ, "VARIANTLAB_HOME": str(home)}
     port = free_port()
     log = home / "serve.log"
     with log.open("w") as sink:
@@ -356,6 +326,19 @@ def _start_serve(home: Path, model: str | Path, *options: str) -> tuple[subproce
     raise AssertionError(log.read_text())
 
 
+def _sigterm_ends_it_within(proc: subprocess.Popen, seconds: float) -> None:  # type: ignore[type-arg]
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+    assert time.monotonic() - t0 < seconds, f"SIGTERM took {time.monotonic() - t0:.1f} s"
+
+
+def _kill_if_running(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _post_and_ignore_the_end(url: str, body: dict) -> None:  # type: ignore[type-arg]
     """A request whose server is stopped under it: how it ends is not what the test checks."""
     try:
@@ -373,14 +356,9 @@ def test_sigterm_ends_the_server_within_seconds_while_it_generates(tmp_path: Pat
             threading.Thread(target=_post_and_ignore_the_end, args=(f"{base}/v1/completions", {**body, "stream": stream}),
                              daemon=True).start()
         time.sleep(1.5)
-        t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-        assert time.monotonic() - t0 < 8, f"SIGTERM took {time.monotonic() - t0:.1f} s"
+        _sigterm_ends_it_within(proc, 8)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_if_running(proc)
 
 
 LOOPING_TEMPLATE = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -411,14 +389,9 @@ def test_a_looping_chat_template_is_refused_and_sigterm_still_ends_the_server(tm
         # SIGTERM while another looping render is under way
         threading.Thread(target=_post_and_ignore_the_end, args=(f"{base}/v1/chat/completions", chat), daemon=True).start()
         time.sleep(0.5)
-        t1 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-        assert time.monotonic() - t1 < 8, f"SIGTERM took {time.monotonic() - t1:.1f} s"
+        _sigterm_ends_it_within(proc, 8)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_if_running(proc)
 
 
 def test_metrics_are_labelled_by_route_template_not_raw_path(server: str) -> None:

@@ -12,6 +12,7 @@ from .. import config
 from ..engine import EngineSettings
 from ..errors import UsageError
 from ..eval import EvalPlan, EvalReport, KldReport, Limits, SamplesReport, evaluate, score_samples
+from ..eval.kld import KldPlan, evaluate_kld
 from .output import print_json, progress_bars, stderr_console, stdout_console
 
 
@@ -45,8 +46,6 @@ def eval_cmd(
         elif model is None:
             raise UsageError("no model given", hint="name a model, or score a file with --samples FILE")
         elif suite == "kld":
-            from ..eval.kld import KldPlan, evaluate_kld
-
             if reference is None:
                 raise UsageError("--suite kld needs --reference MODEL", hint="for example the F16 made by `variantlab dequantize`")
             report = evaluate_kld(model, reference, KldPlan(n_ctx=ctx, max_chunks=chunks,

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from ..lock import gc as gc_lib
 from ..store import Store, builtin_models
 from ..store import fetch as fetch_model
 from .output import human_bytes, print_json, progress_bars, stderr_console, stdout_console
@@ -101,8 +102,6 @@ def gc(
     json_out: JsonOpt = False,
 ) -> None:
     """Remove blobs that no lockfile pins and no recent result refers to (plan and confirmation first)."""
-    from ..lock import gc as gc_lib
-
     plan = gc_lib.plan(keep_days=keep_days)
     history_only = gc_lib.history_only_pins()
     if json_out and (dry_run or not plan.remove):
