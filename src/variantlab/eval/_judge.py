@@ -104,7 +104,22 @@ def serve_one(control):
     return True
 
 
+def undumpable():
+    """Keep this process's memory and descriptors out of reach of other processes of the same user.
+
+    Under bubblewrap the guest cannot see the judge at all (its own PID namespace). Without it (the
+    weaker layer), a guest that slips past the audit hook could open /proc/<judge>/mem, and a judge
+    serves many programs; PR_SET_DUMPABLE 0 makes those files the kernel's, not the user's."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:
+        pass
+
+
 def main():
+    undumpable()
     control = socket.socket(fileno=int(sys.argv[1]))
     while serve_one(control):
         pass
