@@ -224,3 +224,20 @@ def test_what_a_killed_fetch_left_in_tmp_is_cleaned_at_the_next_fetch(tiny_model
     live.write_bytes(b"in use")
     fetch(f"file:{tiny_model}", name="tiny")
     assert sorted(p.name for p in store.tmp_dir.iterdir()) == [live.name]
+
+
+def test_fetching_a_changed_file_under_a_stored_name_stores_the_new_bytes(tmp_path: Path) -> None:
+    """`models fetch file:X` after X was re-made (same name, other bytes, even the same size) answered
+    "already in the store" and kept the old bytes; the file's bytes are compared first."""
+    path = write_tiny_model(tmp_path / "tiny.gguf", n_layers=2)
+    first = fetch(f"file:{path}")
+    again = fetch(f"file:{path}")
+    assert again.already_present and again.manifest.sha256 == first.manifest.sha256
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes (in the tensor data)
+    path.write_bytes(bytes(data))
+    changed = fetch(f"file:{path}")
+    assert not changed.already_present and changed.manifest.sha256 == sha(path) != first.manifest.sha256
+    assert Store().resolve("tiny").manifest.sha256 == sha(path)  # type: ignore[union-attr]
+    write_tiny_model(path, n_layers=3)  # another size
+    assert fetch(f"file:{path}").manifest.sha256 == sha(path)

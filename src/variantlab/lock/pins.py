@@ -112,13 +112,10 @@ def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None
 
 
 def _stored_or_fetched(ref: str, store: Store, progress: ProgressFn) -> Manifest:
-    """The stored model ``ref`` names, fetching it first when it is a fetch spec the store lacks.
-
-    A ``file:`` spec is always read again (hashed while copied), so a stored model of the same name
-    made from other bytes is never pinned in its place.
-    """
+    """The stored model ``ref`` names, fetching it first when it is a fetch spec the store lacks
+    (``fetch`` compares a ``file:`` spec's bytes with a stored model of the same name)."""
     if ref.startswith(("file:", "hf:")) or (ref in builtin_models() and store.manifest(ref) is None):
-        return fetch(ref, store=store, force=ref.startswith("file:"), progress=progress).manifest
+        return fetch(ref, store=store, progress=progress).manifest
     resolved = store.resolve(ref)
     if resolved.manifest is None:  # a file outside the store, named by its path
         return _stored_or_fetched(f"file:{resolved.path}", store, progress)

