@@ -39,6 +39,10 @@ class UsageError(VariantlabError, ValueError):
     """An argument the user gave is out of range or not one of the choices."""
 
 
+class SyntheticModelError(UsageError):
+    """A twin (random weights) asked to do what only real weights can: be evaluated, served or pinned."""
+
+
 class UnknownModelError(VariantlabError, LookupError):
     """A model name that neither the store nor the built-in sources know."""
 

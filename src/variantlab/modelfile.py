@@ -13,7 +13,9 @@ import contextlib
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,7 @@ class ModelFile:
     metadata_keys: list[str] = field(repr=False, default_factory=list)
     tensors: list[TensorEntry] = field(repr=False, default_factory=list)
     data_offset: int = 0
+    alignment: int = gguf.GGUF_DEFAULT_ALIGNMENT
 
     @property
     def has_chat_template(self) -> bool:
@@ -243,7 +246,7 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         st = p.stat()
     except OSError:
         return _read_model_file(p)  # missing: the reader says so in its own words
-    key = hashlib.sha1(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+    key = hashlib.sha1(f"v2|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
     cache = config.home() / "cache" / "modelfile" / f"{key}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return _from_record(json.loads(cache.read_text()), p)
@@ -316,6 +319,7 @@ def _model_file(reader: gguf.GGUFReader, p: Path) -> ModelFile:
             for t in reader.tensors
         ],
         data_offset=int(reader.data_offset),
+        alignment=int(reader.alignment),
     )
 
 
@@ -377,3 +381,94 @@ def _fim_tokens(reader: gguf.GGUFReader) -> dict[str, str]:
         if all(style[role] in vocab for role in ("prefix", "suffix", "middle")):
             return {role: style[role] for role in ("prefix", "suffix", "middle")}
     return {}
+
+
+# -- headers without their tensor data (a remote file's, a twin's) ----------------------
+
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+
+
+def header_length(read: Callable[[int], bytes], file_size: int, where: str) -> int:
+    """Where a GGUF file's tensor data starts, found by reading its header in order.
+
+    ``read(n)`` returns the next ``n`` bytes of the file (a ranged download reads only what
+    is asked). Only lengths are decoded here, each checked against ``file_size``; the header
+    is then parsed by the bounded reader (``read_header``). This walk exists because gguf's
+    reader needs the whole file mapped, and a remote file's weights must not be fetched.
+    """
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if n < 0 or pos + n > file_size:
+            raise ModelFileError(where, f"truncated or corrupt: a read at byte {pos} needs {n} bytes but the file has {file_size}")
+        data = read(n)
+        if len(data) != n:
+            raise ModelFileError(where, f"truncated: wanted {n} bytes at byte {pos}, got {len(data)}")
+        pos += n
+        return data
+
+    def u32() -> int:
+        return int.from_bytes(take(4), "little")
+
+    def u64() -> int:
+        return int.from_bytes(take(8), "little")
+
+    def value(kind: int, depth: int = 0) -> int | None:
+        if kind in _SCALAR_BYTES:
+            raw = take(_SCALAR_BYTES[kind])
+            return int.from_bytes(raw, "little") if kind == 4 else None
+        if kind == _STRING:
+            take(u64())
+            return None
+        if kind == _ARRAY and depth < 4:
+            item, count = u32(), u64()
+            if item in _SCALAR_BYTES:
+                take(count * _SCALAR_BYTES[item])
+            elif count > file_size - pos:
+                raise ModelFileError(where, f"truncated or corrupt: an array at byte {pos} declares {count} items")
+            else:
+                for _ in range(count):
+                    value(item, depth + 1)
+            return None
+        raise ModelFileError(where, f"corrupt GGUF: unknown metadata value type {kind} at byte {pos}")
+
+    if take(4) != b"GGUF":
+        raise ModelFileError(where, "not a GGUF file (it does not start with b'GGUF')")
+    take(4)
+    n_tensors, n_kv = u64(), u64()
+    if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_INFO_BYTES > file_size:
+        raise ModelFileError(where, f"truncated or corrupt: header declares {n_kv} metadata entries and {n_tensors} tensors")
+    alignment = gguf.GGUF_DEFAULT_ALIGNMENT
+    for _ in range(n_kv):
+        key = take(u64())
+        found = value(u32())
+        if key == b"general.alignment" and found:
+            alignment = found
+    for _ in range(n_tensors):
+        take(u64())
+        take(8 * u32() + 4 + 8)
+    return -(-pos // alignment) * alignment
+
+
+def read_header(header: bytes, file_size: int, scratch: Path, label: str) -> ModelFile:
+    """Parse a header whose tensor data is not here, as the file of ``file_size`` bytes it heads.
+
+    The header is written to a sparse file of the full size in ``scratch`` (no data blocks on
+    disk), so the bounded reader checks every tensor against the real file's end.
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    if file_size < len(header):
+        raise ModelFileError(label, f"the header ({len(header)} bytes) is longer than the file ({file_size} bytes)")
+    with tempfile.NamedTemporaryFile(dir=scratch, suffix=".gguf-header") as handle:
+        handle.write(header)
+        handle.truncate(file_size)
+        handle.flush()
+        try:
+            found = _read_model_file(Path(handle.name))
+        except ModelFileError as exc:
+            raise ModelFileError(label, exc.problem, hint=exc.hint) from None
+        if found.data_offset != len(header):
+            raise ModelFileError(label, f"the header ends at byte {found.data_offset}, not at {len(header)}")
+        return replace(found, path=Path(label), file_size=file_size)

@@ -1,33 +1,24 @@
-"""llama.cpp's quantizer (``llama_model_quantize``) run in a child process.
+"""llama.cpp's quantizer (``llama_model_quantize``) run as a child job (``jobs.py``).
 
-A crash in llama.cpp (a malformed source it did not expect) ends the child, not the tool:
-the caller gets ``EngineCrashed``. The child is a fresh interpreter running this module, not
-a fork: llama.cpp's quantizer starts OpenMP threads for some types (the IQ grids), and OpenMP
-cannot start again in a child forked from a process that already ran it (such a child waited
-forever). It is started with ``python -m`` rather than through multiprocessing, which would
-import the caller's whole main module again (half a second for the CLI). The job goes in as
-one JSON line; progress ("[ 12/ 290] …" in llama.cpp's log) and the outcome come back as
-JSON lines.
+A crash in llama.cpp (a malformed source it did not expect) ends the child, not the tool.
+Progress ("[ 12/ 290] …" in llama.cpp's log) and the outcome come back as messages.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EngineCrashed, EngineError
+from ..errors import EngineError
+from .jobs import read_job, run_job, say
 from .llama import _capture_llama_logs, llama_reason
 
 if TYPE_CHECKING:
     from ..imatrix import Imatrix
 
-MARK = "@variantlab-quantizer "
 _TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 
 
@@ -63,11 +54,7 @@ def _child_main() -> None:
     """The child: read the job, quantize, report progress and the outcome on stdout."""
     import llama_cpp as L
 
-    job = json.loads(sys.stdin.readline())
-
-    def say(message: dict[str, Any]) -> None:
-        sys.stdout.write(MARK + json.dumps(message) + "\n")
-        sys.stdout.flush()
+    job = read_job()
 
     def on_log(text: bytes) -> None:
         found = _TENSOR_LINE.search(text)
@@ -85,11 +72,11 @@ def _child_main() -> None:
 
         matrix = read_imatrix(Path(job["imatrix"]))
         if matrix.sha256 != job["imatrix_sha256"]:
-            say({"rc": -1, "reason": f"the importance matrix {job['imatrix']} changed after the plan was made"})
+            say({"done": True, "rc": -1, "reason": f"the importance matrix {job['imatrix']} changed after the plan was made"})
             return
         alive = _with_imatrix(params, matrix, job["imatrix"])
     rc = L.llama_model_quantize(job["src"].encode(), job["dst"].encode(), ctypes.byref(params))
-    say({"rc": rc, "reason": llama_reason() if rc != 0 else ""})
+    say({"done": True, "rc": rc, "reason": llama_reason() if rc != 0 else ""})
     del alive
 
 
@@ -99,32 +86,9 @@ def quantize_file(src: str, dst: str, ftype: int, threads: int, *, allow_requant
     With ``imatrix``, the file records the matrix as llama-quantize does, under the path it was given by."""
     job = {"src": src, "dst": dst, "ftype": ftype, "threads": threads, "allow_requantize": allow_requantize,
            "imatrix": str(imatrix.path) if imatrix else None, "imatrix_sha256": imatrix.sha256 if imatrix else None}
-    proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(job) + "\n")
-        proc.stdin.close()
-        for line in proc.stdout:
-            if not line.startswith(MARK):
-                continue  # anything else a library printed
-            message = json.loads(line[len(MARK):])
-            if "progress" in message:
-                if on_progress:
-                    on_progress(*message["progress"])
-                continue
-            if message["rc"] != 0:
-                raise EngineError(f"llama.cpp could not quantize {src} (code {message['rc']}): {message['reason']}")
-            return
-        code = proc.wait()
-        how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        raise EngineCrashed(f"llama.cpp's quantizer died ({how}) on {src}")
-    finally:
-        if proc.poll() is None:  # interrupted, or a reply that never came: stop the quantizer now
-            proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    outcome = run_job(__name__, job, lambda m: on_progress(*m["progress"]) if on_progress else None, f"quantizing {src}")
+    if outcome["rc"] != 0:
+        raise EngineError(f"llama.cpp could not quantize {src} (code {outcome['rc']}): {outcome['reason']}")
 
 
 if __name__ == "__main__":

@@ -150,8 +150,8 @@ def evaluate_kld(ref: str, reference: str, plan: KldPlan = KldPlan(), *, store: 
     """KL-divergence, perplexities and top-token agreement of ``ref`` against ``reference``."""
     plan = plan.checked()
     store = store or Store()
-    model = resolve_for_use(ref, store=store, verify_hash=verify_hash)
-    base = resolve_for_use(reference, store=store, verify_hash=verify_hash)
+    model = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
+    base = resolve_for_use(reference, store=store, verify_hash=verify_hash).refuse_twin("a KL-divergence reference")
     info, base_info = read_model_file(model.path), read_model_file(base.path)
     if (info.architecture, info.vocab_size) != (base_info.architecture, base_info.vocab_size):
         raise UsageError(f"{model.label} ({info.architecture}, {info.vocab_size} tokens) and {base.label} "

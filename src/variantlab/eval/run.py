@@ -146,7 +146,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
     plan = plan.checked()
     if plan.suite == "kld":
         raise UsageError("the kld suite needs a reference model", hint="use evaluate_kld (CLI: --reference MODEL)")
-    resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash)
+    resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
     info = read_model_file(resolved.path)
     problems = he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
     good, wrong = infill.canary_programs(plan.limit) if plan.suite == "infill" else he.canary_programs(problems)

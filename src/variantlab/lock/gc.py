@@ -48,9 +48,16 @@ def plan(store: Store | None = None, *, keep_days: int = 30, db: ResultsDB | Non
         if own:
             db.close()
     names: dict[str, list[str]] = {}
+    twins: set[str] = set()
     for m in store.manifests():
         names.setdefault(m.sha256, []).append(m.name)
+        if m.synthetic:
+            twins.add(m.sha256)
+    for sha in twins:  # a kept twin's bytes are random: its results stay in the database, the file can go
+        if not keep.get(sha, "").startswith("pinned"):
+            keep.pop(sha, None)
     blobs = sorted(p.name for p in store.blobs_dir.glob("*") if p.is_file()) if store.blobs_dir.exists() else []
+    blobs.sort(key=lambda sha: sha not in twins)  # twins first
     result = GcPlan(keep={s: keep[s] for s in blobs if s in keep})
     for sha in blobs:
         if sha not in keep:

@@ -105,6 +105,7 @@ def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None
     _check_role(role)
     store = store or Store()
     manifest = _stored_or_fetched(ref, store, progress)
+    ResolvedModel(store.blob_path(manifest.sha256), manifest).refuse_twin("pinned")
     _verify_blob(store, manifest.sha256, f"{role} → {manifest.name}", force=True)
     path = default_lock_path(lock_path)
     with store.locked(), locked(path), (db or ResultsDB()) as results:

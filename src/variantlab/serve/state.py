@@ -90,7 +90,7 @@ def open_model(ref: str | None, config: ServeConfig, store: Store | None = None)
             raise UsageError("name the role or model to serve" + (f" (the lock has {', '.join(roles)})" if roles else ""),
                              hint="for example `variantlab serve chat`")
         ref = next(iter(roles))
-    return resolve_for_use(ref, store=store, verify_hash=True, lock_path=path), ref if ref in roles else None
+    return resolve_for_use(ref, store=store, verify_hash=True, lock_path=path).refuse_twin("served"), ref if ref in roles else None
 
 
 def start(ref: str | None, config: ServeConfig, store: Store | None = None) -> Served:

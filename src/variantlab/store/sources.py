@@ -21,9 +21,9 @@ from .. import config
 from ..errors import IntegrityError, SourceError, UnknownModelError, UsageError, VariantlabError
 from ..files import ProgressFn, copy_hashing, no_progress, sha256_file
 from ..knowledge.models import BuiltinModel, builtin_models, builtin_names
+from .remote import parse_hf_spec
 from .store import Manifest, Store
 
-_HF_SPEC = re.compile(r"^hf:(?P<repo>[^/@\s]+/[^/@\s]+)/(?P<file>[^@\s]+?)(?:@(?P<rev>[^@\s]+))?$")
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,7 @@ def fetch(
         refetch = force or not _same_bytes_stored(store, name or path.stem, path, progress)
         return _once(store, name or path.stem, refetch, lambda n: _fetch_file(store, path, n, expected_sha256, progress))
     if spec.startswith("hf:"):
-        m = _HF_SPEC.match(spec)
-        if not m:
-            raise UsageError(f"bad Hugging Face reference {spec!r}", hint="write hf:OWNER/REPO/FILE.gguf[@REVISION]")
-        repo, file, rev = m["repo"], m["file"], m["rev"]
+        repo, file, rev = parse_hf_spec(spec)
         default = Path(file).stem
         return _once(store, name or default, force, lambda n: _fetch_hf(store, repo, file, rev, n, expected_sha256, progress))
     model = builtin_models().get(spec)

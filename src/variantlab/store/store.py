@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import config
-from ..errors import IntegrityError, MissingFileError, ModelFileError, StoreError, UnknownModelError
+from ..errors import IntegrityError, MissingFileError, ModelFileError, StoreError, SyntheticModelError, UnknownModelError
 from ..files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file
 from ..knowledge.models import builtin_names
 from ..modelfile import read_model_file
@@ -63,6 +63,7 @@ class Manifest:
     added_at: str
     revision: str | None = None
     lineage: dict[str, Any] | None = None  # for a file variantlab made: what from, how, with which llama.cpp
+    synthetic: dict[str, Any] | None = None  # a twin: random weights with a real variant's shapes, and its origin
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -78,6 +79,19 @@ class ResolvedModel:
     @property
     def label(self) -> str:
         return self.manifest.name if self.manifest else str(self.path)
+
+    @property
+    def is_twin(self) -> bool:
+        return bool(self.manifest and self.manifest.synthetic)
+
+    def refuse_twin(self, action: str) -> ResolvedModel:
+        """Itself, unless it is a twin: random weights measure speed and memory, nothing else."""
+        if self.manifest is not None and self.manifest.synthetic:
+            origin = self.manifest.synthetic.get("variant", "a variant")
+            raise SyntheticModelError(
+                f"{self.manifest.name} is a synthetic twin of {origin} (random weights): it cannot be {action}",
+                hint="twins measure speed and memory (`bench`, `fit --measure`); fetch the real file for this")
+        return self
 
 
 @dataclass(frozen=True)
@@ -171,11 +185,21 @@ class Store:
             path = Path(ref).expanduser()
             if not path.exists():
                 raise MissingFileError(path, hint="give a GGUF path or a name from `variantlab models list`")
-            return ResolvedModel(path, None)
+            return ResolvedModel(path, self._twin_at(path))
         if ref in builtin_names():
             raise StoreError(f"model {ref!r} is not in the store yet", hint=f"run `variantlab models fetch {ref}`")
         known = [m.name for m in self.manifests()] + builtin_names()
         raise UnknownModelError(ref, difflib.get_close_matches(ref, known, n=3, cutoff=0.4))
+
+    def _twin_at(self, path: Path) -> Manifest | None:
+        """The twin's manifest when ``path`` is a twin's blob (named by path, it is still a twin)."""
+        try:
+            if path.resolve().parent != self.blobs_dir.resolve():
+                return None
+        except OSError:
+            return None
+        found, _ = self.readable_manifests()
+        return next((m for m in found if m.synthetic and m.sha256 == path.name), None)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -233,6 +257,7 @@ class Store:
         revision: str | None = None,
         lineage: dict[str, Any] | None = None,
         file_type: str | None = None,
+        synthetic: dict[str, Any] | None = None,
         progress: ProgressFn = no_progress,
     ) -> Manifest:
         """Check a fully written staging file and register it under ``name``.
@@ -268,6 +293,7 @@ class Store:
             added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             revision=revision,
             lineage=lineage,
+            synthetic=synthetic,
         )
         atomic_write_text(self.manifest_path(name), json.dumps(manifest.to_dict(), indent=2) + "\n")
         return manifest

@@ -1,0 +1,322 @@
+"""The twin: a file with a variant's exact header and tensor table, filled with valid random blocks.
+
+Speed and memory of a llama.cpp model depend on tensor shapes and types, not on weight
+values (llama-bench feeds random tokens; vLLM benchmarks with ``--load-format dummy``). A twin
+runs at the real file's speed and takes its memory, so a variant can be measured here before
+its 20 GB are downloaded. The header comes from:
+
+- a local GGUF or stored model: its own bytes (this is how fidelity is checked);
+- ``hf:OWNER/REPO/FILE.gguf[@REV]``: the remote header, read by range requests (store.remote);
+- a catalog variant or published file name: written here from the catalog's architecture and
+  llama.cpp's per-tensor recipe (what ``fit`` predicts), with a tokenizer of the right size.
+
+The data are pools of random rows per (type, row length), quantized by ggml's own quantizer
+(engine.random_rows) and tiled, written sequentially and hashed on the way. A twin is stored
+marked ``synthetic`` with its origin; eval, serve and lock refuse it, gc removes it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gguf
+
+from .engine import random_rows
+from .errors import StoreError, UnknownModelError, UsageError
+from .files import ProgressFn, no_progress
+from .fit import network_from_catalog
+from .knowledge import load_data
+from .knowledge.catalog import CatalogVariant, find_variant
+from .modelfile import ModelFile, read_header, read_model_file
+from .store import Manifest, Store
+from .store.remote import fetch_header
+
+GENERATOR = "variantlab-twin-1"  # the recipe of the random blocks: a twin's identity includes it
+_POOL_ROWS = 16
+_CHUNK_BYTES = 8 << 20
+_DISK_MARGIN = 256 << 20
+
+
+@dataclass(frozen=True)
+class TwinSource:
+    """What a twin copies: the header bytes, the file they head, and where they came from."""
+
+    variant: str
+    origin: dict[str, Any]
+    header: bytes
+    model: ModelFile = field(repr=False)
+
+    @property
+    def file_bytes(self) -> int:
+        return self.model.file_size
+
+    @property
+    def store_name(self) -> str:
+        return f"twin:{self.variant}"
+
+
+@dataclass(frozen=True)
+class TwinFile:
+    """A twin written into the store: its name, path, identity and what making it cost."""
+
+    name: str
+    variant: str
+    origin: dict[str, Any]
+    path: Path
+    sha256: str
+    file_bytes: int
+    header_bytes: int
+    tensors: int
+    write_s: float
+    reused: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["path"] = str(self.path)
+        return found
+
+
+# -- where the header comes from ---------------------------------------------------------------
+
+
+def twin_source(ref: str, store: Store | None = None) -> TwinSource:
+    """``hf:…``, a stored model or GGUF path, or a catalog variant → the header its twin copies."""
+    store = store or Store()
+    scratch = store.tmp_dir
+    if ref.startswith("hf:"):
+        remote = fetch_header(ref, _scratch(store))
+        variant = f"hf:{remote.repo}/{remote.file}@{remote.commit}" if remote.commit else ref
+        origin = {"kind": "hf", "repo": remote.repo, "file": remote.file, "commit": remote.commit, "etag": remote.etag,
+                  "size": remote.file_size, "bytes_transferred": remote.bytes_transferred, "requests": remote.requests}
+        return TwinSource(variant, origin, remote.header, remote.model)
+    try:
+        resolved = store.resolve(ref)
+    except (UnknownModelError, StoreError) as store_miss:
+        try:
+            variant = find_variant(ref)
+        except UnknownModelError:
+            raise store_miss from None
+        return _catalog_source(variant, scratch)
+    if resolved.is_twin:
+        raise UsageError(f"{ref} is a twin already", hint="give the variant it is a twin of")
+    model = read_model_file(resolved.path)
+    with resolved.path.open("rb") as handle:
+        header = handle.read(model.data_offset)
+    origin = {"kind": "file", "label": resolved.label, "size": model.file_size,
+              "sha256": resolved.manifest.sha256 if resolved.manifest else None}
+    return TwinSource(resolved.label, origin, header, model)
+
+
+def _scratch(store: Store) -> Path:
+    path = store.tmp_dir / f"{os.getpid()}-headers"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _catalog_source(variant: CatalogVariant, scratch: Path) -> TwinSource:
+    """The header of the file a catalog variant would be: the catalog's shape, llama.cpp's recipe."""
+    net = network_from_catalog(variant)
+    model = variant.model
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=f"{os.getpid()}-catalog-") as folder:
+        path = Path(folder, "header.gguf")
+        writer = gguf.GGUFWriter(str(path), model.architecture)
+        _describe(writer, variant)
+        for t in net.tensors:
+            qtype = gguf.GGMLQuantizationType[t.type]
+            writer.add_tensor_info(t.name, tuple(reversed(t.dims)), _numpy_dtype(qtype), t.n_bytes, raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        writer.close()
+        header = path.read_bytes()
+    header += bytes(-len(header) % gguf.GGUF_DEFAULT_ALIGNMENT)
+    size = len(header) + sum(-(-t.n_bytes // gguf.GGUF_DEFAULT_ALIGNMENT) * gguf.GGUF_DEFAULT_ALIGNMENT for t in net.tensors)
+    origin = {"kind": "catalog", "variant": variant.tag, "file_name": variant.file_name, "gguf_repo": model.gguf_repo}
+    return TwinSource(variant.tag, origin, header, read_header(header, size, scratch, variant.tag))
+
+
+def _numpy_dtype(qtype: gguf.GGMLQuantizationType) -> Any:
+    import numpy as np
+
+    return {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}.get(qtype, np.uint8)
+
+
+def _describe(writer: gguf.GGUFWriter, variant: CatalogVariant) -> None:
+    """The metadata llama.cpp's loader reads: shape, the architecture's extra keys, a tokenizer."""
+    model = variant.model
+    arch = model.architecture
+    writer.add_name(f"{model.family} {model.size.upper()} {model.flavor} (variantlab twin)")
+    writer.add_string("variantlab.twin.variant", variant.tag)
+    writer.add_file_type(variant.file_type.id)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_context_length(model.trained_ctx)
+    writer.add_embedding_length(model.n_embd)
+    writer.add_block_count(model.n_layers)
+    writer.add_feed_forward_length(model.n_ff)
+    writer.add_head_count(model.n_heads)
+    writer.add_head_count_kv(model.n_kv_heads)
+    writer.add_rope_dimension_count(model.head_dim)
+    for key, value in load_data("architectures.toml")[arch].get("metadata", {}).items():
+        writer.add_float32(f"{arch}.{key}", float(value))
+    _tokenizer(writer, model.tokenizer, model.n_vocab)
+
+
+def _tokenizer(writer: gguf.GGUFWriter, kind: str, n_vocab: int) -> None:
+    """A vocabulary of ``n_vocab`` entries llama.cpp loads: byte tokens (any text tokenizes), fillers, specials."""
+    if kind == "llama":  # SentencePiece: <unk> <s> </s>, the 256 byte tokens, then fillers
+        tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+        types = [2, 3, 3] + [6] * 256
+        tokens += [f"\u2581t{i}" for i in range(n_vocab - len(tokens))]
+        types += [1] * (n_vocab - len(types))
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores([-float(i) for i in range(n_vocab)])
+        writer.add_token_types(types)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_unk_token_id(0)
+        return
+    byte_chars = _gpt2_byte_chars()  # byte-level BPE: the 256 byte symbols, fillers, one end token
+    tokens = byte_chars + [f"t{i}" for i in range(n_vocab - 257)] + ["<|endoftext|>"]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * (n_vocab - 1) + [3])
+    writer.add_token_merges([f"t{i} t{i + 1}" for i in range(n_vocab - 258)])
+    writer.add_bos_token_id(n_vocab - 1)
+    writer.add_eos_token_id(n_vocab - 1)
+
+
+def _gpt2_byte_chars() -> list[str]:
+    """GPT-2's printable stand-in for each byte (bytes_to_unicode), in byte order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    extra = 0
+    chars = {}
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def make_twin(ref: str, store: Store | None = None, progress: ProgressFn = no_progress) -> TwinFile:
+    """Build (or reuse) the twin of ``ref`` in the store; refuse before writing when the disk is short."""
+    store = store or Store()
+    source = twin_source(ref, store)
+    identity = hashlib.sha256(source.header + GENERATOR.encode()).hexdigest()
+    existing = store.manifest(source.store_name)
+    if existing and existing.synthetic and existing.synthetic.get("identity") == identity \
+            and store.blob_path(existing.sha256).is_file():
+        return _twin_file(store, existing, source, 0.0, reused=True)
+    check_disk(store, source.file_bytes, source.variant)
+    with store.staging(".twin") as staged:
+        started = time.perf_counter()
+        digest = write_twin(source, staged, store, progress)
+        seconds = time.perf_counter() - started
+        synthetic = {**source.origin, "variant": source.variant, "identity": identity, "generator": GENERATOR}
+        manifest = store.commit(staged, name=source.store_name, source=f"twin:{source.origin['kind']}",
+                                file_name=f"{Path(source.variant.split('@')[0]).name}.twin.gguf", sha256=digest,
+                                file_type=source.model.file_type or "", synthetic=synthetic)
+    return _twin_file(store, manifest, source, seconds, reused=False)
+
+
+def _twin_file(store: Store, manifest: Manifest, source: TwinSource, seconds: float, *, reused: bool) -> TwinFile:
+    return TwinFile(manifest.name, source.variant, source.origin, store.blob_path(manifest.sha256), manifest.sha256,
+                    manifest.size, len(source.header), len(source.model.tensors), round(seconds, 3), reused)
+
+
+def check_disk(store: Store, needed: int, what: str) -> None:
+    """Refuse before writing a byte when the store's disk cannot take the twin."""
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(store.tmp_dir).free
+    if needed + _DISK_MARGIN > free:
+        raise StoreError(f"the twin of {what} needs {needed / 1e9:.2f} GB but {store.root} has {free / 1e9:.2f} GB free",
+                         hint="free some space (`variantlab models gc`), or point VARIANTLAB_HOME at a larger disk")
+
+
+def write_twin(source: TwinSource, out: Path, store: Store, progress: ProgressFn = no_progress) -> str:
+    """Write the header and every tensor's tiled pool to ``out`` in file order; return the sha256."""
+    model = source.model
+    keys = sorted({(t.type, t.dims[0]) for t in model.tensors})
+    with store.staging_dir("blocks") as folder:
+        pools = dict(zip(keys, random_rows(keys, Path(folder), n_rows=_POOL_ROWS,
+                                           on_progress=lambda done, total: progress("blocks", done, total))))
+    digest = hashlib.sha256()
+    written = 0
+    with out.open("wb") as handle:
+
+        def put(data: bytes | memoryview) -> None:
+            nonlocal written
+            handle.write(data)
+            digest.update(data)
+            written += len(data)
+            progress("write", written, model.file_size)
+
+        put(source.header)
+        chunks: dict[tuple[str, int], bytes] = {}
+        for t in model.tensors:
+            put(bytes(-written % model.alignment))
+            key = (t.type, t.dims[0])
+            if key not in chunks:
+                pool = pools[key]
+                chunks[key] = pool * max(1, _CHUNK_BYTES // len(pool))
+            _put_tiled(put, chunks[key], t.n_bytes)
+        put(bytes(model.file_size - written))  # a last tensor's padding, as llama.cpp's writer leaves it
+        handle.flush()
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def _put_tiled(put: Any, chunk: bytes, n_bytes: int) -> None:
+    """``n_bytes`` of whole rows from ``chunk`` (a pool repeated), written in chunk-sized pieces."""
+    view = memoryview(chunk)
+    left = n_bytes
+    while left >= len(chunk):
+        put(view)
+        left -= len(chunk)
+    if left:
+        put(view[:left])
+
+
+def remove_twin(twin: TwinFile, store: Store | None = None) -> None:
+    """Delete a twin's manifest, then its blob (measurements stay in the results database)."""
+    store = store or Store()
+    with store.locked():
+        store.manifest_path(twin.name).unlink(missing_ok=True)
+        others = [m for m in store.manifests() if m.sha256 == twin.sha256]
+        blob = store.blob_path(twin.sha256)
+        if not others and blob.exists():
+            blob.chmod(0o644)
+            blob.unlink()
+
+
+@contextlib.contextmanager
+def twin_for(ref: str, *, keep: bool = False, store: Store | None = None,
+             progress: ProgressFn = no_progress) -> Iterator[TwinFile]:
+    """A twin of ``ref`` for the duration of a measurement; deleted afterwards unless ``keep``."""
+    store = store or Store()
+    twin = make_twin(ref, store, progress)
+    try:
+        yield twin
+    finally:
+        if not keep:
+            remove_twin(twin, store)
+
+
+__all__ = ["GENERATOR", "TwinFile", "TwinSource", "check_disk", "make_twin", "remove_twin", "twin_for", "twin_source",
+           "write_twin"]
