@@ -18,6 +18,7 @@ from . import __version__
 from .engine import EngineCrashed, EngineError, EngineProcess, EngineSettings, filler_prompt, is_openai_spec, resolve_endpoint, system_info, time_completion
 from .errors import UsageError
 from .files import ProgressFn, no_progress
+from .fit import Estimate, FitRequest, fit
 from .hardware import machine_facts, memory_bandwidth
 from .lock.pins import resolve_for_use
 from .modelfile import read_model_file
@@ -33,14 +34,22 @@ class BenchPlan:
     n_gen: int = 128
     reps: int = 5
     settings: EngineSettings = EngineSettings()
-    explicit_ctx: bool = False  # False: the context is n_prompt + n_gen, as in llama-bench
+    explicit_ctx: bool = False  # False: the context is n_depth + n_prompt + n_gen, as in llama-bench
+    n_depth: int = 0  # tokens already in the KV cache when each test starts (llama-bench -d)
 
     def checked(self) -> BenchPlan:
         if self.reps < 1 or self.reps > 1000:
             raise UsageError(f"--reps {self.reps} is out of range", hint="use 1 to 1000")
         if self.n_prompt < 0 or self.n_gen < 0 or self.n_prompt + self.n_gen == 0:
             raise UsageError("--prompt and --gen must be ≥ 0 and not both 0")
-        settings = self.settings if self.explicit_ctx else replace(self.settings, n_ctx=max(16, self.n_prompt + self.n_gen))
+        if self.n_depth < 0:
+            raise UsageError(f"--depth {self.n_depth} is negative", hint="give the tokens already in the cache, 0 or more")
+        needed = self.n_depth + max(self.n_prompt, self.n_gen)
+        if self.explicit_ctx and self.settings.n_ctx < needed:
+            raise UsageError(f"--ctx {self.settings.n_ctx} cannot hold --depth {self.n_depth} plus the test's {needed - self.n_depth} tokens",
+                             hint=f"use --ctx {needed} or more, or leave --ctx out")
+        total = self.n_depth + self.n_prompt + self.n_gen
+        settings = self.settings if self.explicit_ctx else replace(self.settings, n_ctx=max(16, total))
         return replace(self, settings=settings.resolved())
 
 
@@ -71,11 +80,13 @@ class BenchResult:
     threads: int | None = None
     n_prompt: int | None = None
     n_gen: int | None = None
+    n_depth: int = 0
     ctx: int | None = None
     prompt_tokens: int | None = None
     spread: dict[str, dict[str, Any]] = field(default_factory=dict)
     engine_version: str | None = None
     note: str | None = None
+    twin_of: str | None = None  # measured on a twin (random weights) of this variant
 
     @property
     def ok(self) -> bool:
@@ -128,7 +139,10 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
     if info.context_length and plan.settings.n_ctx > info.context_length:
         raise UsageError(f"context {plan.settings.n_ctx} exceeds {resolved.label}'s maximum of {info.context_length} tokens")
     sha = resolved.manifest.sha256 if resolved.manifest else None
-    settings = {**plan.settings.to_dict(), "n_prompt": plan.n_prompt, "n_gen": plan.n_gen, "reps": plan.reps}
+    settings = {**plan.settings.to_dict(), "n_prompt": plan.n_prompt, "n_gen": plan.n_gen, "reps": plan.reps,
+                "n_depth": plan.n_depth}
+    if resolved.manifest and resolved.manifest.synthetic:  # a twin: its figures are the variant's, labelled so
+        settings["twin_of"] = resolved.manifest.synthetic.get("variant")
     run = Run(kind="bench", model=resolved.label, backend="llama.cpp", settings=settings, hardware=hardware,
               variantlab_version=__version__, model_sha256=sha, file_type=info.file_type)
     try:
@@ -159,18 +173,19 @@ def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tu
     with EngineProcess(path, plan.settings) as engine:
         found["load_s"] = [engine.load_s]
         progress(label, 1, steps)
+        depth = plan.n_depth
         if plan.n_prompt:
-            engine.call("time_prompt", n_prompt=plan.n_prompt, seed=0)  # warm-up, as llama-bench
+            engine.call("time_prompt", n_prompt=plan.n_prompt, seed=0, depth=depth)  # warm-up, as llama-bench
         if plan.n_gen:
-            engine.call("time_generation", n_gen=1)
+            engine.call("time_generation", n_gen=1, depth=depth)
         progress(label, 2, steps)
         for rep in range(plan.reps):
             if plan.n_prompt:
-                prompt_s, ttft = engine.call("time_prompt", n_prompt=plan.n_prompt, seed=rep + 1)
+                prompt_s, ttft = engine.call("time_prompt", n_prompt=plan.n_prompt, seed=rep + 1, depth=depth)
                 found["prompt_tokens_per_s"].append(plan.n_prompt / prompt_s)
                 found["ttft_s"].append(ttft)
             if plan.n_gen:
-                found["gen_tokens_per_s"].append(plan.n_gen / engine.call("time_generation", n_gen=plan.n_gen))
+                found["gen_tokens_per_s"].append(plan.n_gen / engine.call("time_generation", n_gen=plan.n_gen, depth=depth))
             progress(label, rep + 3, steps)
         info = engine.call("info")  # peak memory before the extra loads below, which overlap the first
         found["load_s"] += engine.call("reload_times", times=plan.reps - 1)
@@ -226,7 +241,41 @@ def summary(run: Run, bandwidth: float, bytes_per_token: int) -> BenchResult:
         bandwidth_bytes_per_s=bandwidth, bytes_read_per_token=bytes_per_token, reps=run.settings["reps"],
         threads=run.settings["n_threads"], n_prompt=run.settings["n_prompt"], n_gen=run.settings["n_gen"],
         ctx=run.settings["n_ctx"], spread=spread, engine_version=run.engine_version,
+        n_depth=run.settings.get("n_depth", 0), twin_of=run.settings.get("twin_of"),
     )
 
 
-__all__ = ["BenchPlan", "BenchResult", "bench_models", "current_engine_version", "engine_version"]
+
+
+@dataclass(frozen=True)
+class MeasuredFit:
+    """``fit --measure``: the estimate beside the peak memory of a real load at that context."""
+
+    estimate: Estimate
+    bench: BenchResult
+
+    @property
+    def error(self) -> float | None:
+        """Estimate ÷ measured − 1 (positive: the estimate is high)."""
+        peak = self.bench.peak_rss_bytes
+        return self.estimate.total_bytes / peak - 1 if peak else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.estimate.to_dict(), "measured": self.bench.to_dict(), "estimate_error": self.error}
+
+
+def fit_measured(ref: str, request: FitRequest, *, store: Store | None = None, db: ResultsDB | None = None,
+                 progress: ProgressFn = no_progress, label: str | None = None) -> MeasuredFit:
+    """Load ``ref`` at the request's context, run a prompt and a few tokens, and report the peak
+    memory beside the estimate: the KV cache is cleared at load, so the peak holds it whole."""
+    request = request.checked()
+    est = fit(ref, request, store)
+    plan = BenchPlan(n_prompt=min(512, request.ctx - 16), n_gen=16, reps=1,
+                     settings=EngineSettings(n_ctx=request.ctx), explicit_ctx=True)
+    result = bench_models([ref], plan, store=store, db=db, progress=progress)[0]
+    if not result.ok:
+        raise EngineError(f"{label or ref} did not load at {request.ctx} tokens: {result.error}")
+    return MeasuredFit(replace(est, variant=label or est.variant), result)
+
+
+__all__ = ["BenchPlan", "BenchResult", "MeasuredFit", "bench_models", "current_engine_version", "engine_version", "fit_measured"]

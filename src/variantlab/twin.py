@@ -30,13 +30,15 @@ from typing import Any
 
 import gguf
 
+from .bench import BenchPlan, BenchResult, MeasuredFit, bench_models, fit_measured
 from .engine import random_rows
-from .errors import StoreError, UnknownModelError, UsageError
+from .errors import EngineError, StoreError, UnknownModelError, UsageError
 from .files import ProgressFn, no_progress
-from .fit import network_from_catalog
+from .fit import FitRequest, network_from_catalog
 from .knowledge import load_data
 from .knowledge.catalog import CatalogVariant, find_variant
 from .modelfile import ModelFile, read_header, read_model_file
+from .results import ResultsDB
 from .store import Manifest, Store
 from .store.remote import fetch_header
 
@@ -133,7 +135,7 @@ def _catalog_source(variant: CatalogVariant, scratch: Path) -> TwinSource:
         _describe(writer, variant)
         for t in net.tensors:
             qtype = gguf.GGMLQuantizationType[t.type]
-            writer.add_tensor_info(t.name, tuple(reversed(t.dims)), _numpy_dtype(qtype), t.n_bytes, raw_dtype=qtype)
+            writer.add_tensor_info(t.name, _numpy_shape(t.dims, qtype), _numpy_dtype(qtype), t.n_bytes, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -143,6 +145,15 @@ def _catalog_source(variant: CatalogVariant, scratch: Path) -> TwinSource:
     size = len(header) + sum(-(-t.n_bytes // gguf.GGUF_DEFAULT_ALIGNMENT) * gguf.GGUF_DEFAULT_ALIGNMENT for t in net.tensors)
     origin = {"kind": "catalog", "variant": variant.tag, "file_name": variant.file_name, "gguf_repo": model.gguf_repo}
     return TwinSource(variant.tag, origin, header, read_header(header, size, scratch, variant.tag))
+
+
+def _numpy_shape(dims: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> tuple[int, ...]:
+    """GGUFWriter's shape: numpy order, and for a quantized type the row in bytes."""
+    shape = list(reversed(dims))
+    if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        shape[-1] = shape[-1] // block * type_size
+    return tuple(shape)
 
 
 def _numpy_dtype(qtype: gguf.GGMLQuantizationType) -> Any:
@@ -214,10 +225,10 @@ def _gpt2_byte_chars() -> list[str]:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def make_twin(ref: str, store: Store | None = None, progress: ProgressFn = no_progress) -> TwinFile:
+def make_twin(ref: str | TwinSource, store: Store | None = None, progress: ProgressFn = no_progress) -> TwinFile:
     """Build (or reuse) the twin of ``ref`` in the store; refuse before writing when the disk is short."""
     store = store or Store()
-    source = twin_source(ref, store)
+    source = ref if isinstance(ref, TwinSource) else twin_source(ref, store)
     identity = hashlib.sha256(source.header + GENERATOR.encode()).hexdigest()
     existing = store.manifest(source.store_name)
     if existing and existing.synthetic and existing.synthetic.get("identity") == identity \
@@ -306,7 +317,7 @@ def remove_twin(twin: TwinFile, store: Store | None = None) -> None:
 
 
 @contextlib.contextmanager
-def twin_for(ref: str, *, keep: bool = False, store: Store | None = None,
+def twin_for(ref: str | TwinSource, *, keep: bool = False, store: Store | None = None,
              progress: ProgressFn = no_progress) -> Iterator[TwinFile]:
     """A twin of ``ref`` for the duration of a measurement; deleted afterwards unless ``keep``."""
     store = store or Store()
@@ -318,5 +329,51 @@ def twin_for(ref: str, *, keep: bool = False, store: Store | None = None,
             remove_twin(twin, store)
 
 
-__all__ = ["GENERATOR", "TwinFile", "TwinSource", "check_disk", "make_twin", "remove_twin", "twin_for", "twin_source",
-           "write_twin"]
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwinMeasurement:
+    """A twin and what was measured on it (a bench, or a fit at a context); ``kept``: still in the store."""
+
+    twin: TwinFile
+    kept: bool
+    bench: BenchResult | None = None
+    fit: MeasuredFit | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"twin": self.twin.to_dict(), "kept": self.kept, "bench": self.bench.to_dict() if self.bench else None,
+                "fit": self.fit.to_dict() if self.fit else None}
+
+
+def measure_twins(refs: list[str], plan: BenchPlan, *, keep: bool = False, store: Store | None = None,
+                  db: ResultsDB | None = None, progress: ProgressFn = no_progress) -> list[TwinMeasurement]:
+    """Bench a twin of each variant, one at a time (one twin on disk at once unless ``keep``).
+
+    Every header is read before any twin is written, so a bad name fails before hours of work.
+    A twin llama.cpp refuses to load is removed and reported as an error.
+    """
+    store = store or Store()
+    sources = [twin_source(ref, store) for ref in refs]
+    found = []
+    for source in sources:
+        with twin_for(source, keep=keep, store=store, progress=progress) as twin:
+            result = bench_models([twin.name], plan, store=store, db=db, progress=progress)[0]
+            if not result.ok:
+                remove_twin(twin, store)
+                raise EngineError(f"llama.cpp could not run the twin of {source.variant}: {result.error}")
+        found.append(TwinMeasurement(twin, keep, bench=result))
+    return found
+
+
+def measure_fit(ref: str, request: FitRequest, *, keep: bool = False, store: Store | None = None,
+                db: ResultsDB | None = None, progress: ProgressFn = no_progress) -> TwinMeasurement:
+    """``fit --measure --twin``: the estimate for the variant beside the peak memory of its twin."""
+    store = store or Store()
+    with twin_for(ref, keep=keep, store=store, progress=progress) as twin:
+        measured = fit_measured(twin.name, request, store=store, db=db, progress=progress, label=twin.variant)
+    return TwinMeasurement(twin, keep, fit=measured)
+
+
+__all__ = ["GENERATOR", "TwinFile", "TwinMeasurement", "TwinSource", "check_disk", "make_twin", "measure_fit",
+           "measure_twins", "remove_twin", "twin_for", "twin_source", "write_twin"]

@@ -26,6 +26,7 @@ from . import pick as pick_cmd
 from . import quantize as quantize_cmd
 from . import results as results_cmd
 from . import serve as serve_cmd
+from . import twin as twin_cmd
 
 app = typer.Typer(
     name="variantlab",
@@ -42,6 +43,7 @@ app.command("fit")(fit_cmd.fit)
 app.command("catalog")(catalog_cmd.catalog)
 app.command("pick")(pick_cmd.pick)
 app.command("bench")(bench_cmd.bench)
+app.command("twin")(twin_cmd.twin)
 app.command("eval")(eval_cmd.eval_cmd)
 app.command("quantize")(quantize_cmd.quantize)
 app.command("dequantize")(quantize_cmd.dequantize)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..bench import BenchPlan, BenchResult, bench_models
 from ..engine import EngineSettings
+from ..twin import measure_twins
 from .output import human_bytes, print_json, progress_bars, stdout_console
 
 
@@ -20,7 +21,10 @@ def bench(
     gen: Annotated[int, typer.Option("--gen", help="Generated tokens per repetition (llama-bench -n).")] = 128,
     reps: Annotated[int, typer.Option(help="Repetitions; medians and spreads are over these.")] = 5,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
-    ctx: Annotated[Optional[int], typer.Option(help="Context size (default: prompt + gen, as llama-bench).")] = None,
+    ctx: Annotated[Optional[int], typer.Option(help="Context size (default: depth + prompt + gen, as llama-bench).")] = None,
+    depth: Annotated[int, typer.Option("--depth", help="Tokens already in the KV cache when each test starts (llama-bench -d).")] = 0,
+    twin: Annotated[bool, typer.Option("--twin", help="Bench a twin of each MODEL (a catalog variant, hf:OWNER/REPO/FILE.gguf, or a GGUF): its header with random weights, measured before download.")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="With --twin: keep the twins in the store (models gc removes them first).")] = False,
     gpu_layers: Annotated[int, typer.Option(help="Layers to offload to a GPU (-1: all that fit).")] = -1,
     flash_attn: Annotated[str, typer.Option(help="Flash attention: auto, on or off.")] = "auto",
     api_model: Annotated[Optional[str], typer.Option(help="For openai:URL models: the server's model id (default: its first).")] = None,
@@ -35,9 +39,12 @@ def bench(
     settings = EngineSettings(n_threads=threads, n_gpu_layers=gpu_layers, flash_attn=flash_attn)
     if ctx is not None:
         settings = replace(settings, n_ctx=ctx)
-    plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None)
+    plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None, n_depth=depth)
     with progress_bars() as progress:
-        results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key, verify_hash=verify)
+        if twin:
+            results = [m.bench for m in measure_twins(models, plan, keep=keep, progress=progress) if m.bench]
+        else:
+            results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key, verify_hash=verify)
     if json_out:
         print_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
     else:
@@ -67,15 +74,18 @@ def render(results: list[BenchResult]) -> None:
     if not ok:
         return
     first = ok[0]
-    table = Table("model", "type", "load s", "TTFT s", f"pp{first.n_prompt} t/s", f"tg{first.n_gen} t/s",
+    at = f"@d{first.n_depth}" if first.n_depth else ""
+    table = Table("model", "type", "load s", "TTFT s", f"pp{first.n_prompt}{at} t/s", f"tg{first.n_gen}{at} t/s",
                   "ceiling t/s", "of bandwidth", "peak RSS",
                   title=f"bench: {first.reps} reps, {first.threads} threads, ctx {first.ctx} (median ± stdev)")
     for r in ok:
-        table.add_row(r.model, r.file_type or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
+        table.add_row(f"[italic]{r.model}[/italic]" if r.twin_of else r.model, r.file_type or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
                       _spread(r, "prompt_tokens_per_s", ".1f"), _spread(r, "gen_tokens_per_s", ".1f"),
                       f"{r.ceiling_tokens_per_s or 0:.1f}",
                       f"{r.bandwidth_fraction:.0%}" if r.bandwidth_fraction is not None else "-",
                       human_bytes(r.peak_rss_bytes))
     console = stdout_console()
     console.print(table)
+    if any(r.twin_of for r in ok):
+        console.print("twin: the variant's header and tensor table with random weights (speed and memory only)")
     console.print(f"ceiling: measured memory bandwidth {(first.bandwidth_bytes_per_s or 0) / 1e9:.1f} GB/s ÷ weight bytes read per token")

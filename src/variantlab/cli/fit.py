@@ -8,9 +8,11 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
+from ..bench import fit_measured
 from ..fit import FitRequest, check_claims
 from ..fit import fit as fit_model
-from .output import gib_option_bytes, human_bytes, print_json, stdout_console
+from ..twin import measure_fit
+from .output import gib_option_bytes, human_bytes, print_json, progress_bars, stdout_console
 
 
 def fit(
@@ -19,6 +21,9 @@ def fit(
     kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache element type: f16, q8_0 or q4_0.")] = "f16",
     gpu_layers: Annotated[str, typer.Option("--gpu-layers", help="Layers to offload: auto, or a number.")] = "auto",
     mem: Annotated[Optional[float], typer.Option("--mem", help="RAM budget in GiB (default: RAM available now).")] = None,
+    measure: Annotated[bool, typer.Option("--measure", help="Also load the model at --ctx and report its measured peak memory beside the estimate.")] = False,
+    twin: Annotated[bool, typer.Option("--twin", help="With --measure: measure a twin of MODEL (header + random weights), for a variant not downloaded.")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="With --twin: keep the twin in the store.")] = False,
     check: Annotated[Optional[list[str]], typer.Option("--check", help="NAME=SIZE_GB: is a claimed file size plausible for that variant? Repeatable.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
@@ -32,8 +37,16 @@ def fit(
     if model is None:
         raise UsageError("give a MODEL, or --check NAME=SIZE_GB", hint="for example: variantlab fit codellama:13b-instruct-q4_K_M --ctx 8192")
     request = FitRequest(ctx=ctx, kv_type=kv_type, gpu_layers=_gpu_layers(gpu_layers), ram_bytes=gib_option_bytes(mem))
-    result = fit_model(model, request).to_dict()
-    print_json(result) if json_out else render(result)
+    if twin and not measure:
+        raise UsageError("--twin measures: give --measure with it", hint=f"variantlab fit {model} --measure --twin")
+    if not measure:
+        result = fit_model(model, request).to_dict()
+        print_json(result) if json_out else render(result)
+        return
+    with progress_bars() as progress:
+        measured = measure_fit(model, request, keep=keep, progress=progress).fit if twin else fit_measured(model, request, progress=progress)
+    assert measured is not None
+    print_json(measured.to_dict()) if json_out else render(measured.to_dict())
 
 
 def _gpu_layers(value: str) -> str | int:
@@ -76,6 +89,11 @@ def render(r: dict[str, Any]) -> None:
     console.print(table)
     where = f"{r['gpu_layers']} of {r['n_layers'] + 1} layers on the GPU ({human_bytes(r['gpu_bytes'])}), " if r["gpu_layers"] else ""
     console.print(f"{where}{human_bytes(r['cpu_bytes'])} in RAM of {human_bytes(r['ram_budget_bytes'])} budget")
+    measured = r.get("measured")
+    if measured:
+        how = "twin (random weights, same tensors)" if measured.get("twin_of") else "this file"
+        console.print(f"measured peak RSS at {r['ctx']} tokens: {human_bytes(measured['peak_rss_bytes'])} on the {how}, "
+                      f"load {measured['load_s']:.2f} s; estimate {r['estimate_error']:+.1%}")
     style = "green" if r["fits"] else "red"
     console.print(f"[{style}]{r['verdict']}[/{style}], headroom {human_bytes(r['headroom_bytes']) if r['headroom_bytes'] >= 0 else '-' + human_bytes(-r['headroom_bytes'])}")
 

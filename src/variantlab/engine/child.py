@@ -97,11 +97,11 @@ class _Service:
             other.close()
         return found
 
-    def time_prompt(self, n_prompt: int, seed: int) -> tuple[float, float]:
-        return self.engine.time_prompt(n_prompt, seed)
+    def time_prompt(self, n_prompt: int, seed: int, depth: int = 0) -> tuple[float, float]:
+        return self.engine.time_prompt(n_prompt, seed, depth)
 
-    def time_generation(self, n_gen: int) -> float:
-        return self.engine.time_generation(n_gen)
+    def time_generation(self, n_gen: int, depth: int = 0) -> float:
+        return self.engine.time_generation(n_gen, depth)
 
     def crash(self) -> None:
         """Die the way a llama.cpp bug would (for tests of crash handling)."""

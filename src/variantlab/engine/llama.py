@@ -123,6 +123,8 @@ class _Sequence:
 class LlamaEngine:
     """One loaded model and one context."""
 
+    _depth_filled = 0  # tokens of sequence 0 kept by the last depth test (bench -d)
+
     def __init__(self, model_path: str, settings: EngineSettings) -> None:
         _capture_llama_logs()
         L.llama_backend_init()
@@ -218,6 +220,18 @@ class LlamaEngine:
     def clear(self) -> None:
         """Forget every sequence in the KV cache."""
         L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        self._depth_filled = 0
+
+    def _fill_depth(self, depth: int) -> None:
+        """Sequence 0 holding ``depth`` random tokens and nothing after them (llama-bench's ``-d``).
+        The depth is decoded once and kept: later tests only cut what they added after it."""
+        if depth and self._depth_filled == depth:
+            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), 0, depth, -1)
+            return
+        self.clear()
+        if depth:
+            self.decode_prompt(self.random_tokens(depth, seed=-1))
+            self._depth_filled = depth
 
     def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
         """Decode (token, pos, seq_id, want_logits) entries, at most n_batch per call."""
@@ -424,25 +438,26 @@ class LlamaEngine:
 
     # -- benchmark ---------------------------------------------------------------------
 
-    def time_prompt(self, n_prompt: int, seed: int) -> tuple[float, float]:
-        """llama-bench's pp test plus the first token: (prompt seconds, time to first token)."""
+    def time_prompt(self, n_prompt: int, seed: int, depth: int = 0) -> tuple[float, float]:
+        """llama-bench's pp test plus the first token: (prompt seconds, time to first token),
+        after ``depth`` tokens already in the cache."""
         tokens = self.random_tokens(n_prompt, seed)
         with self.sampler(Sampling()) as sampler:
-            self.clear()
+            self._fill_depth(depth)
             t0 = time.perf_counter()
-            self.decode_prompt(tokens)
+            self.decode_prompt(tokens, start_pos=depth)
             t_prompt = time.perf_counter() - t0
             self.sample(sampler)
             return t_prompt, time.perf_counter() - t0
 
-    def time_generation(self, n_gen: int) -> float:
+    def time_generation(self, n_gen: int, depth: int = 0) -> float:
         """llama-bench's tg test, but each next token is really sampled (greedy) from the logits."""
         with self.sampler(Sampling()) as sampler:
-            self.clear()
+            self._fill_depth(depth)
             bos = self.bos()
             token = bos if bos is not None else 0
             t0 = time.perf_counter()
-            for pos in range(n_gen):
+            for pos in range(depth, depth + n_gen):
                 self.decode_one(token, pos)
                 token = self.sample(sampler)
             return time.perf_counter() - t0

@@ -20,7 +20,8 @@ from ..errors import UsageError
 from .migrations import MIGRATIONS
 
 # The settings and facts that must be equal for two numbers to be compared.
-COMPARABLE_SETTINGS = ("n_threads", "n_ctx", "n_batch", "n_ubatch", "n_gpu_layers", "flash_attn", "n_prompt", "n_gen")
+COMPARABLE_SETTINGS = ("n_threads", "n_ctx", "n_batch", "n_ubatch", "n_gpu_layers", "flash_attn", "n_prompt", "n_gen", "n_depth")
+_SETTING_DEFAULTS = {"n_depth": 0}  # a setting recorded only since it existed: older runs had the default
 COMPARABLE_HARDWARE = ("cpu", "physical_cores", "logical_cores", "gpus", "os")
 
 
@@ -73,7 +74,7 @@ class Run:
             "kind": self.kind, "model_sha256": self.model_sha256 or self.model, "backend": self.backend,
             "engine": self.engine_version, "suite": self.suite, "suite_version": self.suite_version,
             "dataset": self.dataset_sha256,
-            "settings": {k: self.settings.get(k) for k in COMPARABLE_SETTINGS},
+            "settings": {k: self.settings.get(k, _SETTING_DEFAULTS.get(k)) for k in COMPARABLE_SETTINGS},
             "hardware": {k: _steady(k, self.hardware.get(k)) for k in COMPARABLE_HARDWARE},
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -154,10 +155,13 @@ class ResultsDB:
         run.id = run_id
         return run_id
 
-    def runs(self, kind: str | None = None, model_sha256: str | None = None, limit: int = 100) -> list[Run]:
+    def runs(self, kind: str | None = None, model_sha256: str | None = None, limit: int = 100,
+             model: str | None = None) -> list[Run]:
         sql, args = "SELECT * FROM runs WHERE 1=1", list[Any]()
         if kind:
             sql, args = sql + " AND kind = ?", [*args, kind]
+        if model:
+            sql, args = sql + " AND model = ?", [*args, model]
         if model_sha256:
             sql, args = sql + " AND model_sha256 = ?", [*args, model_sha256]
         rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
@@ -201,8 +205,9 @@ def compare(a: Run, b: Run) -> Comparison:
         if getattr(a, attr) != getattr(b, attr):
             diffs[attr] = (getattr(a, attr), getattr(b, attr))
     for k in COMPARABLE_SETTINGS:
-        if a.settings.get(k) != b.settings.get(k):
-            diffs[f"settings.{k}"] = (a.settings.get(k), b.settings.get(k))
+        va, vb = a.settings.get(k, _SETTING_DEFAULTS.get(k)), b.settings.get(k, _SETTING_DEFAULTS.get(k))
+        if va != vb:
+            diffs[f"settings.{k}"] = (va, vb)
     for k in COMPARABLE_HARDWARE:
         if a.hardware.get(k) != b.hardware.get(k):
             diffs[f"hardware.{k}"] = (a.hardware.get(k), b.hardware.get(k))
