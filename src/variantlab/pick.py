@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .bench import BenchPlan, bench_models
 from .errors import UsageError
+from .files import ProgressFn, no_progress
 from .fit import Estimate, FitRequest, Network, estimate, network_for, network_from_catalog
 from .hardware import memory_bandwidth, ram_available_bytes
 from .knowledge import load_data
@@ -23,6 +25,7 @@ from .knowledge.catalog import CatalogModel, CatalogVariant, find_model, models
 from .knowledge.quants import file_type, file_types
 from .results import ResultsDB
 from .store import Store
+from .twin import measure_twins
 
 TIERS = ("fastest", "balanced", "best quality")
 
@@ -137,6 +140,24 @@ def pick(task: str, ctx: int | None = None, ram_bytes: int | None = None, *, sto
                       [_ranked_record(c) for c in ranked(found)])
 
 
+MEASURE_PLAN = BenchPlan(n_prompt=128, n_gen=64, reps=2)  # pick --measure: enough to rank, minutes not hours
+
+
+def pick_measured(task: str, ctx: int | None = None, ram_bytes: int | None = None, *, store: Store | None = None,
+                  plan: BenchPlan = MEASURE_PLAN, progress: ProgressFn = no_progress) -> PickResult:
+    """``pick --measure``: bench every tier's variant whose speed is only predicted (a stored file
+    itself, a catalog variant on its twin: the variant's tensors, random weights), then answer again."""
+    first = pick(task, ctx, ram_bytes, store=store)
+    predicted = [t for t in first.tiers if not t.tokens_per_s_source.startswith("measured")]
+    stored = list(dict.fromkeys(t.variant for t in predicted if t.source == "store"))
+    catalog = list(dict.fromkeys(t.variant for t in predicted if t.source == "catalog"))
+    if stored:
+        bench_models(stored, plan, store=store, progress=progress)
+    if catalog:
+        measure_twins(catalog, plan, store=store, progress=progress)
+    return pick(task, ctx, ram_bytes, store=store) if predicted else first
+
+
 def ranked(found: list[Candidate]) -> list[Candidate]:
     """Every candidate that fits, most accurate first, then fastest."""
     return sorted(found, key=lambda c: (-(c.accuracy if c.accuracy is not None else -1), -c.tokens_per_s))
@@ -192,7 +213,7 @@ def _store_candidates(task: str, request: FitRequest, store: Store, db: ResultsD
     """Models already in the store that the catalog recognises, measured where possible."""
     found = []
     for manifest in store.manifests():
-        model = find_model(manifest.name)
+        model = None if manifest.synthetic else find_model(manifest.name)  # a twin's figures come by its variant
         if model is None or not suitable(model, task) or request.ctx > model.max_ctx:
             continue
         net = network_for(manifest.name, store)
@@ -208,7 +229,7 @@ def _model_efficiencies(store: Store, db: ResultsDB) -> dict[str, float]:
     in the store reached: a better basis for its other rungs than the machine-wide median."""
     found: dict[str, float] = {}
     for manifest in store.manifests():
-        model = find_model(manifest.name)
+        model = None if manifest.synthetic else find_model(manifest.name)
         if model is None:
             continue
         for run in db.runs(kind="bench", model_sha256=manifest.sha256, limit=5):
@@ -223,19 +244,21 @@ def _candidate(tag: str, source: str, model: CatalogModel, net: Network, request
                db: ResultsDB, bandwidth: float, efficiency: float | None, file_name: str | None,
                same_model: bool = False) -> Candidate:
     est = estimate(net, request)
-    speed, speed_source = _speed(est, sha256, db, bandwidth, efficiency, same_model)
+    speed, speed_source = _speed(est, sha256, db, bandwidth, efficiency, same_model, twin_of=tag)
     accuracy, accuracy_source = _accuracy(model, sha256, db)
     return Candidate(tag, source, model, net.file_type or "", est, speed, speed_source, accuracy, accuracy_source,
                      file_name)
 
 
 def _speed(est: Estimate, sha256: str | None, db: ResultsDB, bandwidth: float,
-           efficiency: float | None, same_model: bool = False) -> tuple[float, str]:
-    if sha256:
-        runs = [r for r in db.runs(kind="bench", model_sha256=sha256, limit=5)
-                if r.status == "ok" and r.backend == "llama.cpp" and "gen_tokens_per_s" in r.metrics]
-        if runs and runs[0].metrics["gen_tokens_per_s"].median:
-            return float(runs[0].metrics["gen_tokens_per_s"].median), f"measured (bench run {runs[0].id})"
+           efficiency: float | None, same_model: bool = False, twin_of: str | None = None) -> tuple[float, str]:
+    """Measured on this file, else measured on a twin of this variant, else predicted from bandwidth."""
+    for runs, how in ((db.runs(kind="bench", model_sha256=sha256, limit=5) if sha256 else [], "measured"),
+                      (db.runs(kind="bench", model=f"twin:{twin_of}", limit=5) if twin_of else [], "measured on a twin")):
+        ok = [r for r in runs if r.status == "ok" and r.backend == "llama.cpp" and r.metrics.get("gen_tokens_per_s")
+              and r.settings.get("n_depth", 0) == 0]
+        if ok and ok[0].metrics["gen_tokens_per_s"].median:
+            return float(ok[0].metrics["gen_tokens_per_s"].median), f"{how} (bench run {ok[0].id})"
     share = efficiency or 1.0
     basis = "a bench run of this model at another quantization" if same_model else "median of this machine's bench runs"
     label = (f"predicted: {share:.0%} of the measured bandwidth ({basis}) ÷ bytes per token"
@@ -305,7 +328,8 @@ def _tier_record(tier: str, c: Candidate, spec: dict[str, Any]) -> Tier:
 
 def _reason(tier: str, c: Candidate, spec: dict[str, Any]) -> str:
     acc = f"HumanEval {c.accuracy:.1f}" if c.accuracy is not None else "no HumanEval score"
-    speed = f"{c.tokens_per_s:.0f} tok/s" + (" measured" if c.tokens_per_s_source.startswith("measured") else " predicted")
+    how = c.tokens_per_s_source.split(" (")[0] if c.tokens_per_s_source.startswith("measured") else "predicted"
+    speed = f"{c.tokens_per_s:.0f} tok/s {how}"
     if tier == "fastest":
         return f"reads the fewest bytes per token that fit ({speed}); {acc}"
     if tier == "balanced":

@@ -104,10 +104,10 @@ def twin_source(ref: str, store: Store | None = None) -> TwinSource:
         resolved = store.resolve(ref)
     except (UnknownModelError, StoreError) as store_miss:
         try:
-            variant = find_variant(ref)
+            catalog_variant = find_variant(ref)
         except UnknownModelError:
             raise store_miss from None
-        return _catalog_source(variant, scratch)
+        return _catalog_source(catalog_variant, scratch)
     if resolved.is_twin:
         raise UsageError(f"{ref} is a twin already", hint="give the variant it is a twin of")
     model = read_model_file(resolved.path)

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..errors import UsageError
 from ..bench import fit_measured
+from ..errors import UsageError
 from ..fit import FitRequest, check_claims
 from ..fit import fit as fit_model
 from ..twin import measure_fit

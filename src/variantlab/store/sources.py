@@ -25,7 +25,6 @@ from .remote import parse_hf_spec
 from .store import Manifest, Store
 
 
-
 @dataclass(frozen=True)
 class FetchResult:
     manifest: Manifest
