@@ -91,8 +91,8 @@ def render(r: dict[str, Any]) -> None:
     console.print(f"{where}{human_bytes(r['cpu_bytes'])} in RAM of {human_bytes(r['ram_budget_bytes'])} budget")
     measured = r.get("measured")
     if measured:
-        how = "twin (random weights, same tensors)" if measured.get("twin_of") else "this file"
-        console.print(f"measured peak RSS at {r['ctx']} tokens: {human_bytes(measured['peak_rss_bytes'])} on the {how}, "
+        how = "the twin (random weights, same tensors)" if measured.get("twin_of") else "this file"
+        console.print(f"measured peak RSS at {r['ctx']} tokens: {human_bytes(measured['peak_rss_bytes'])} on {how}, "
                       f"load {measured['load_s']:.2f} s; estimate {r['estimate_error']:+.1%}")
     style = "green" if r["fits"] else "red"
     console.print(f"[{style}]{r['verdict']}[/{style}], headroom {human_bytes(r['headroom_bytes']) if r['headroom_bytes'] >= 0 else '-' + human_bytes(-r['headroom_bytes'])}")

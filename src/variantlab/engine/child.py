@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from ..errors import EngineCrashed, EngineError, VariantlabError
@@ -32,7 +34,16 @@ def system_info() -> str:
 
 
 def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's own peak resident memory. Linux's ``ru_maxrss`` survives exec: a child spawned
+    by a large parent starts with the parent's peak (the fork copy's), so VmHWM, kept per address
+    space, is read where there is one."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 class _Service:
