@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -267,14 +269,14 @@ def write_twin(source: TwinSource, out: Path, store: Store, progress: ProgressFn
     with store.staging_dir("blocks") as folder:
         pools = dict(zip(keys, random_rows(keys, Path(folder), n_rows=_POOL_ROWS,
                                            on_progress=lambda done, total: progress("blocks", done, total))))
-    digest = hashlib.sha256()
+    hasher = _Hasher()
     written = 0
-    with out.open("wb") as handle:
+    with hasher, out.open("wb") as handle:
 
         def put(data: bytes | memoryview) -> None:
             nonlocal written
             handle.write(data)
-            digest.update(data)
+            hasher.feed(data)
             written += len(data)
             progress("write", written, model.file_size)
 
@@ -290,7 +292,34 @@ def write_twin(source: TwinSource, out: Path, store: Store, progress: ProgressFn
         put(bytes(model.file_size - written))  # a last tensor's padding, as llama.cpp's writer leaves it
         handle.flush()
         os.fsync(handle.fileno())
-    return digest.hexdigest()
+    return hasher.hexdigest()
+
+
+class _Hasher:
+    """sha256 in a second thread, so hashing overlaps the disk writes (both release the GIL)."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while (data := self.queue.get()) is not None:
+            self.digest.update(data)
+
+    def feed(self, data: bytes | memoryview) -> None:
+        self.queue.put(data)  # the writer's chunks are immutable: no copy needed
+
+    def __enter__(self) -> _Hasher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def _put_tiled(put: Any, chunk: bytes, n_bytes: int) -> None:
