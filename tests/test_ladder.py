@@ -271,3 +271,43 @@ def test_suites_and_tasks_come_from_the_data_files() -> None:
         assert LadderPlan("m", task=task).checked().task == task
     with pytest.raises(UsageError, match="use one of chat, complete, infill, python|use one of complete"):
         LadderPlan("m", task="poetry").checked()
+
+
+def _twin_rows(ram_gib: float) -> list[LadderRow]:
+    rows = []
+    for ftype, (speed, _acc, _kld) in FIGURES.items():
+        variant = find_variant(f"qwen2.5-coder:7b-instruct-{ftype.lower()}")
+        est = estimate(network_from_catalog(variant), FitRequest(ctx=4096, ram_bytes=int(ram_gib * GIB)))
+        rows.append(LadderRow(file_type=ftype, model=f"twin:{variant.tag}", memory_bytes=est.total_bytes, fits=est.fits,
+                              file_bytes=est.file_bytes, gen_tokens_per_s=speed if est.fits else None, pass_at_1=None,
+                              pass_at_1_low=0.0, pass_at_1_high=1.0, mean_kld=None, passed=0, problems=0, twin=True,
+                              verdict=est.verdict, peak_rss_bytes=est.total_bytes if est.fits else None, depth=3584,
+                              gen_tokens_per_s_at_depth=speed / 2 if est.fits else None,
+                              accuracy_note="not measured: twin"))
+    return rows
+
+
+def test_twin_picks_use_speed_and_bits_never_accuracy() -> None:
+    from variantlab.ladder import choose_twins
+
+    picks = choose_twins(_twin_rows(24))
+    assert picks["fastest"].file_type == "Q2_K"  # measured fastest, clear of the others
+    assert picks["best quality"].file_type == "Q8_0"  # the most bits that fit
+    assert picks["balanced"].file_type == "Q4_K_M"  # the least memory at or above the recommended level
+    tight = choose_twins(_twin_rows(4.5))  # only the lower rungs fit
+    assert tight["best quality"].file_type not in ("Q8_0", "Q6_K") and tight["best quality"].file_type is not None
+
+
+def test_twin_table_shows_refusals_and_no_accuracy(tmp_path: Path) -> None:
+    from variantlab.ladder import choose_twins
+    from variantlab.report import TWIN_TABLE_HEADERS, twin_table_rows
+
+    rows = _twin_rows(6)
+    result = replace(synthetic_result(rows), twin=True, picks=choose_twins(rows))
+    cells = twin_table_rows(result)
+    assert all(len(c) == len(TWIN_TABLE_HEADERS) for c in cells)
+    refused = [c for c, r in zip(cells, rows) if not r.fits]
+    assert refused and all(c[4].startswith("refused by fit") for c in refused)
+    assert all(c[TWIN_TABLE_HEADERS.index("accuracy")] == "not measured: twin" for c, r in zip(cells, rows) if r.fits)
+    page, png = write_report(result, tmp_path / "twins.html")
+    assert "measured GiB at ctx" in page.read_text() and png.stat().st_size > 1000

@@ -267,11 +267,13 @@ class MeasuredFit:
 def fit_measured(ref: str, request: FitRequest, *, store: Store | None = None, db: ResultsDB | None = None,
                  progress: ProgressFn = no_progress, label: str | None = None) -> MeasuredFit:
     """Load ``ref`` at the request's context, run a prompt and a few tokens, and report the peak
-    memory beside the estimate: the KV cache is cleared at load, so the peak holds it whole."""
+    memory beside the estimate: the KV cache is cleared at load, so the peak holds it whole.
+    The load is without mmap, as the estimate counts (each weight resident once: with mmap, the
+    page cache's copy of a tensor llama.cpp repacks for this CPU would count a second time)."""
     request = request.checked()
     est = fit(ref, request, store)
     plan = BenchPlan(n_prompt=min(512, request.ctx - 16), n_gen=16, reps=1,
-                     settings=EngineSettings(n_ctx=request.ctx), explicit_ctx=True)
+                     settings=EngineSettings(n_ctx=request.ctx, load_mode="none"), explicit_ctx=True)
     result = bench_models([ref], plan, store=store, db=db, progress=progress)[0]
     if not result.ok:
         raise EngineError(f"{label or ref} did not load at {request.ctx} tokens: {result.error}")

@@ -30,12 +30,14 @@ from .files import ProgressFn, no_progress
 from .fit import Estimate, FitRequest, fit
 from .hardware import machine_facts, profile
 from .knowledge import load_data
+from .knowledge.catalog import CatalogVariant, find_model
 from .knowledge.quants import file_type, quick_ladder
 from .knowledge.quants import ladder as full_ladder
 from .modelfile import read_model_file
 from .quantize import FLOAT_TYPES, Rung, dequantize, plan_quantize, run_quantize
-from .results import ResultsDB, Run
+from .results import SETTING_DEFAULTS, ResultsDB, Run
 from .store import Manifest, Store
+from .twin import twin_for
 
 STEPS = ("make", "fit", "bench", "accuracy", "kld")
 
@@ -96,6 +98,13 @@ class LadderRow:
     same_top_p: float | None = None
     ppl: float | None = None
     runs: dict[str, int | None] = field(default_factory=dict)
+    # a twin ladder's rung: measured on the variant's twin (random weights), accuracy not measured
+    twin: bool = False
+    peak_rss_bytes: int | None = None  # measured at the context
+    depth: int = 0  # the depth of the *_at_depth speeds (tokens already in the cache)
+    prompt_tokens_per_s_at_depth: float | None = None
+    gen_tokens_per_s_at_depth: float | None = None
+    accuracy_note: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LadderRow:
@@ -135,6 +144,8 @@ class LadderResult:
     machine: dict[str, Any]
     run_id: int | None = None
     created_at: str | None = None
+    twin: bool = False  # every rung measured on a twin: speed and memory only
+    guide: list[dict[str, Any]] = field(default_factory=list)  # a published guide's picks for this model, if known
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form, and what the results database records."""
@@ -198,11 +209,33 @@ def _measure_rung(plan: LadderPlan, made: Manifest, reference: Manifest, store: 
     est = fit(made.name, FitRequest(ctx=plan.ctx, ram_bytes=plan.ram_bytes), store)
     step(2, "bench")
     bench_run = _bench(made, settings, plan, store, db, progress)
+    depth_run = _bench(made, settings, plan, store, db, progress, at_depth=True) if depth_for(plan, settings) else None
     step(3, plan.accuracy_suite)
     eval_run = _accuracy(made, settings, plan, store, db, progress)
     step(4, "kld")
     kld_run = _kld(made, reference, settings, plan, store, db, progress)
-    return _row(made, est, bench_run, eval_run, kld_run)
+    return _with_depth(_row(made, est, bench_run, eval_run, kld_run), depth_run)
+
+
+def depth_for(plan: LadderPlan, settings: dict[str, Any]) -> int:
+    """The depth the second speed is measured at: the far end of the context the user asked for
+    (a user who asks for 8192 tokens wants the speed there), leaving room for the test itself."""
+    return max(0, plan.ctx - max(settings["bench_prompt"], settings["bench_gen"]))
+
+
+def depth_plan(settings: dict[str, Any], plan: LadderPlan) -> BenchPlan:
+    """The bench at depth: the context the user asked for, filled up to ``depth_for``."""
+    return replace(bench_plan(settings, plan.threads), settings=EngineSettings(n_ctx=plan.ctx, n_threads=plan.threads),
+                   explicit_ctx=True, n_depth=depth_for(plan, settings))
+
+
+def _with_depth(row: LadderRow, depth_run: Run | None) -> LadderRow:
+    if depth_run is None:
+        return row
+    return replace(row, depth=int(depth_run.settings.get("n_depth") or 0),
+                   prompt_tokens_per_s_at_depth=_median(depth_run, "prompt_tokens_per_s"),
+                   gen_tokens_per_s_at_depth=_median(depth_run, "gen_tokens_per_s"),
+                   runs={**row.runs, "bench_at_depth": depth_run.id})
 
 
 def bench_plan(settings: dict[str, Any], threads: int | None) -> BenchPlan:
@@ -221,9 +254,10 @@ def kld_plan(settings: dict[str, Any], threads: int | None) -> KldPlan:
 
 
 def _bench(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store, db: ResultsDB,
-           progress: ProgressFn) -> Run:
-    bplan = bench_plan(settings, plan.threads).checked()
-    want = {**bplan.settings.to_dict(), "n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps}
+           progress: ProgressFn, at_depth: bool = False) -> Run:
+    bplan = (depth_plan(settings, plan) if at_depth else bench_plan(settings, plan.threads)).checked()
+    want = {**bplan.settings.to_dict(), "n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps,
+            "n_depth": bplan.n_depth}
     found = find_run(db, "bench", made.sha256, None, want, conditions_now())
     if found is None:
         result = bench_models([made.name], bplan, store=store, db=db, progress=progress)[0]
@@ -262,8 +296,8 @@ def _recorded(run_id: int | None) -> int:
     return run_id
 
 
-def find_run(db: ResultsDB, kind: str, sha256: str, suite: str | None, want: dict[str, Any],
-             now: dict[str, Any]) -> Run | None:
+def find_run(db: ResultsDB, kind: str, sha256: str | None, suite: str | None, want: dict[str, Any],
+             now: dict[str, Any], model: str | None = None) -> Run | None:
     """The newest successful run of this file whose settings match ``want`` and that is comparable with a
     measurement made now (a measurement to reuse).
 
@@ -271,8 +305,9 @@ def find_run(db: ResultsDB, kind: str, sha256: str, suite: str | None, want: dic
     a run is reused only when putting them in its place leaves its ``comparable_key`` unchanged, so
     after an engine upgrade, on other hardware or with another suite version it is measured again.
     """
-    for run in db.runs(kind=kind, model_sha256=sha256, limit=1000):
-        if run.status == "ok" and run.suite == suite and all(run.settings.get(k) == v for k, v in want.items()) \
+    for run in db.runs(kind=kind, model_sha256=sha256, model=model, limit=1000):
+        if run.status == "ok" and run.suite == suite \
+                and all(run.settings.get(k, SETTING_DEFAULTS.get(k)) == v for k, v in want.items()) \
                 and run.comparable_key() == replace(run, **now).comparable_key():
             return run
     return None
@@ -393,7 +428,9 @@ def how_measured(plan: LadderPlan, reference: str) -> dict[str, str]:
     return {
         "memory": f"variantlab fit MODEL --ctx {plan.ctx}: weights + KV cache (f16) + compute buffers + overhead",
         "speed": f"variantlab bench MODEL --prompt {s['bench_prompt']} --gen {s['bench_gen']} --reps {s['bench_reps']}: "
-                 "medians; load time, time to first token, generation tokens/s as llama-bench's tg",
+                 "medians; load time, time to first token, generation tokens/s as llama-bench's tg"
+                 + (f"; at ctx: the same with --ctx {plan.ctx} --depth {depth_for(plan, s)} (the cache filled to the "
+                    "context's far end)" if depth_for(plan, s) else ""),
         "accuracy": f"variantlab eval MODEL: {accuracy}, greedy, programs run in the sandbox; pass@1 with its "
                     f"{pick_rules()['confidence']:.0%} Wilson interval",
         "kld": f"variantlab eval MODEL --suite kld --reference {reference} --chunks {s['kld_chunks']}: mean KL-divergence "
@@ -428,4 +465,142 @@ def latest_ladder(db: ResultsDB, run_id: int | None = None) -> LadderResult:
     return replace(LadderResult.from_dict(run.settings), run_id=run.id, created_at=run.created_at)
 
 
-__all__ = ["LadderPlan", "LadderResult", "LadderRow", "Pick", "run_ladder", "choose", "wilson_interval", "latest_ladder", "rules_text"]
+
+
+# -- the twin ladder: every rung of a model not downloaded, measured on twins --------------------
+
+def run_twin_ladder(plan: LadderPlan, *, store: Store | None = None, db: ResultsDB | None = None,
+                    progress: ProgressFn = no_progress) -> LadderResult:
+    """``ladder MODEL --twin``: each rung of a catalog model as a twin (its header and tensor table,
+    random weights), fitted at the context and benched at depth 0 and at the context's far end.
+
+    One twin is on disk at a time; a rung that does not fit is not written (the row gives fit's
+    numbers). Accuracy is not measured on twins: rows give the published HumanEval of the
+    original weights, labelled. Measurements already in the database are reused (resume).
+    """
+    plan = plan.checked()
+    store = store or Store()
+    model = find_model(plan.source)
+    if model is None:
+        raise UsageError(f"{plan.source!r} is not a catalog model", hint="ladder --twin takes a catalog model such as "
+                         "codellama:13b-instruct (see `variantlab catalog`); for a file of your own, ladder it without --twin")
+    settings = suite_settings(plan.suite)
+    with ResultsDB() if db is None else contextlib.nullcontext(db) as results:
+        rows = []
+        for i, type_name in enumerate(plan.types):
+            variant = CatalogVariant(model, file_type(type_name))
+            progress(f"ladder --twin: {type_name} ({i + 1}/{len(plan.types)})", i, len(plan.types))
+            rows.append(_twin_rung(variant, plan, settings, store, results, progress))
+        progress(f"ladder --twin: {len(rows)} rungs", len(rows), len(rows))
+        result = LadderResult(
+            source=model.tag, source_type=None, reference="", reference_sha256="",
+            reference_note="twins: random weights, no reference", task=plan.task, ctx=plan.ctx, suite=plan.suite,
+            ram_budget_bytes=plan.ram_bytes, types=list(plan.types), rows=rows, picks=choose_twins(rows),
+            rules=twin_rules_text(plan), how=twin_how_measured(plan, settings), machine=profile(), twin=True,
+            guide=guide_picks(model.tag),
+        )
+        run = Run(kind="ladder", model=f"twin:{model.tag}", backend="llama.cpp", settings=result.to_dict(),
+                  hardware=machine_facts(), variantlab_version=__version__, suite=plan.suite)
+        results.record(run)
+        return replace(result, run_id=run.id)
+
+
+def _twin_rung(variant: CatalogVariant, plan: LadderPlan, settings: dict[str, Any], store: Store, db: ResultsDB,
+               progress: ProgressFn) -> LadderRow:
+    est = fit(variant.tag, FitRequest(ctx=plan.ctx, ram_bytes=plan.ram_bytes), store)
+    note = _published_note(variant)
+    base = LadderRow(file_type=variant.file_type.name, model=f"twin:{variant.tag}", file_bytes=est.file_bytes,
+                     memory_bytes=est.total_bytes, fits=est.fits, verdict=est.verdict, gen_tokens_per_s=None,
+                     pass_at_1=None, pass_at_1_low=0.0, pass_at_1_high=1.0, mean_kld=None, passed=0, problems=0,
+                     lineage=f"twin of {variant.file_name}", twin=True, accuracy_note=note)
+    if not est.fits:
+        return base
+    bplan = replace(depth_plan(settings, plan), n_depth=0)  # at the context the user asked for: the peak holds its cache
+    depth = depth_for(plan, settings)
+    plans = [bplan] + ([depth_plan(settings, plan)] if depth else [])
+    wanted = [_find_twin_run(db, variant.tag, p.checked()) for p in plans]  # measured before: a resumed ladder
+    if any(run is None for run in wanted):
+        with twin_for(variant.tag, store=store, progress=progress) as made:
+            wanted = [run or db.get(_recorded(bench_models([made.name], p, store=store, db=db, progress=progress)[0].run_id))
+                      for run, p in zip(wanted, plans)]
+    at_zero, at_depth = wanted[0], (wanted[1] if depth else None)
+    assert at_zero is not None
+    speed = at_zero.metrics.get("gen_tokens_per_s")
+    return replace(
+        base, sha256=at_zero.model_sha256, load_s=_median(at_zero, "load_s"), ttft_s=_median(at_zero, "ttft_s"),
+        prompt_tokens_per_s=_median(at_zero, "prompt_tokens_per_s"), gen_tokens_per_s=_median(at_zero, "gen_tokens_per_s"),
+        gen_tokens_per_s_min=speed.min if speed else None, gen_tokens_per_s_max=speed.max if speed else None,
+        gen_tokens_per_s_reps=speed.n if speed else 0, peak_rss_bytes=int(_median(at_zero, "peak_rss_bytes") or 0),
+        depth=depth, prompt_tokens_per_s_at_depth=_median(at_depth, "prompt_tokens_per_s") if at_depth else None,
+        gen_tokens_per_s_at_depth=_median(at_depth, "gen_tokens_per_s") if at_depth else None,
+        runs={"bench": at_zero.id, "bench_at_depth": at_depth.id if at_depth else None},
+    )
+
+
+def _find_twin_run(db: ResultsDB, tag: str, bplan: BenchPlan) -> Run | None:
+    """A comparable bench run of this variant's twin with these settings."""
+    want = {**bplan.settings.to_dict(), "n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps,
+            "n_depth": bplan.n_depth}
+    return find_run(db, "bench", None, None, want, conditions_now(), model=f"twin:{tag}")
+
+
+def _published_note(variant: CatalogVariant) -> str:
+    m = variant.model
+    if m.humaneval is None:
+        return "not measured: twin (no published HumanEval)"
+    return f"not measured: twin; published HumanEval {m.humaneval:.1f} of the original weights ({m.humaneval_source})"
+
+
+def choose_twins(rows: list[LadderRow]) -> dict[str, Pick | None]:
+    """Picks from speed and memory alone (twins have no accuracy): fastest as measured; best quality the
+    most bits that fit; balanced the least memory at or above the recommended level (ladder.toml)."""
+    fitting = [r for r in rows if r.fits and r.gen_tokens_per_s is not None]
+    if not fitting:
+        return {"fastest": None, "balanced": None, "best quality": None}
+    fastest, tied = _fastest(fitting)
+    best = max(fitting, key=lambda r: r.file_bytes)  # one model: more bytes is more bits per weight
+    floor = file_type(pick_rules()["twin_balanced_floor"]).typical_bpw
+    above = [r for r in fitting if file_type(r.file_type).typical_bpw >= floor]
+    balanced = min(above, key=lambda r: r.memory_bytes) if above else best
+    return {
+        "fastest": Pick(fastest.model, fastest.file_type, _fastest_reason(fastest, tied), [r.file_type for r in tied]),
+        "balanced": Pick(balanced.model, balanced.file_type,
+                         f"least memory ({balanced.memory_bytes / 2**30:.2f} GiB) at or above "
+                         f"{pick_rules()['twin_balanced_floor']}, llama.cpp's recommended level" if above else
+                         "nothing at the recommended level fits: the most bits that fit"),
+        "best quality": Pick(best.model, best.file_type, "the most bits per weight that fit (accuracy not measured on twins)"),
+    }
+
+
+def twin_rules_text(plan: LadderPlan) -> list[str]:
+    budget = "the memory available now" if plan.ram_bytes is None else f"{plan.ram_bytes / 2**30:.1f} GiB"
+    floor = pick_rules()["twin_balanced_floor"]
+    return [
+        f"fits: fit's estimate at {plan.ctx} tokens of context is within {budget}; a rung that does not fit is not written",
+        "fastest: the highest generation tokens/s measured on the twins that fit (ranges that overlap are tied; a tie goes "
+        "to the least memory)",
+        f"balanced: the least memory among the rungs at or above {floor} (llama.cpp's quantize help calls it recommended)",
+        "best quality: the most bits per weight that fit; twins carry random weights, so accuracy and KL-divergence are "
+        "not measured (rows show the published HumanEval of the original weights)",
+    ]
+
+
+def twin_how_measured(plan: LadderPlan, settings: dict[str, Any]) -> dict[str, str]:
+    bplan = bench_plan(settings, plan.threads)
+    depth = depth_for(plan, settings)
+    return {
+        "memory": f"variantlab fit MODEL --ctx {plan.ctx} (estimate), and the peak RSS of the twin loaded at {plan.ctx} tokens",
+        "speed": f"variantlab bench --twin MODEL --ctx {plan.ctx} --prompt {bplan.n_prompt} --gen {bplan.n_gen} "
+                 f"--reps {bplan.reps}" + (f", and again with --depth {depth}" if depth else ""),
+        "twin": "the variant's header and tensor table (catalog architecture, llama.cpp's per-tensor recipe) filled "
+                "with valid random blocks of each tensor's type",
+    }
+
+
+def guide_picks(model_tag: str) -> list[dict[str, Any]]:
+    """A published guide's recommended files for this model (guides.toml), to print beside the picks."""
+    return [dict(entry) for entry in load_data("guides.toml").get("pick", []) if entry["model"] == model_tag]
+
+
+__all__ = ["LadderPlan", "LadderResult", "LadderRow", "Pick", "choose", "choose_twins", "latest_ladder", "rules_text",
+           "run_ladder", "run_twin_ladder", "wilson_interval"]

@@ -53,6 +53,8 @@ def chart_png(result: LadderResult) -> bytes:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
+    if result.twin:
+        return _twin_chart_png(result, Figure(figsize=(8, 5.5), dpi=110))
     fig = Figure(figsize=(11, 8.6), dpi=110)
     axes = fig.subplots(2, 2, sharey="row")
     accuracy = [r for r in result.rows if r.pass_at_1 is not None]
@@ -65,6 +67,31 @@ def chart_png(result: LadderResult) -> bytes:
     axes[0][0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{result.source}: accuracy and KL-divergence against memory and speed (grey: does not fit)",
                  fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _twin_chart_png(result: LadderResult, fig: Any) -> bytes:
+    """A twin ladder has no accuracy: generation speed (at depth 0 and at the context's end) against measured memory."""
+    ax = fig.subplots()
+    rows = [r for r in result.rows if r.fits and r.gen_tokens_per_s is not None]
+    xs = [(r.peak_rss_bytes or r.memory_bytes) / 2**30 for r in rows]
+    ax.scatter(xs, [r.gen_tokens_per_s for r in rows], color="#2a7ab0", label="depth 0", zorder=3)
+    deep = [(x, r.gen_tokens_per_s_at_depth) for x, r in zip(xs, rows) if r.gen_tokens_per_s_at_depth]
+    if deep:
+        ax.scatter([d[0] for d in deep], [d[1] for d in deep], color="#e07b39", marker="s",
+                   label=f"depth {rows[0].depth}", zorder=3)
+    picked = picks_by_model(result)
+    for r, x in zip(rows, xs):
+        tag = r.file_type + (f"  [{', '.join(picked[r.model])}]" if r.model in picked else "")
+        ax.annotate(tag, (x, r.gen_tokens_per_s or 0), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    ax.set_xlabel(f"measured peak memory at {result.ctx} tokens (GiB)")
+    ax.set_ylabel("generation (tokens/s)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{result.source}: measured on twins (random weights; accuracy not measured)", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -127,7 +154,7 @@ def table_rows(result: LadderResult) -> list[list[str]]:
         out.append([
             r.file_type, _cell(r.file_bytes, ".0f", 1 / 2**20), _cell(r.memory_bytes, ".0f", 1 / 2**20),
             "yes" if r.fits else "no", _cell(r.load_s, ".2f"), _cell(r.ttft_s, ".3f"),
-            _speed_cell(r),
+            _speed_cell(r), _cell(r.gen_tokens_per_s_at_depth, ".1f"),
             (f"{r.pass_at_1:.1%} [{r.pass_at_1_low:.0%}–{r.pass_at_1_high:.0%}]" if r.pass_at_1 is not None else "–"),
             _cell(r.mean_kld, ".4f"), ", ".join(picked.get(r.model, [])),
         ])
@@ -141,15 +168,42 @@ def _speed_cell(row: LadderRow) -> str:
     return median if low is None or high is None else f"{median} ({low:.1f}–{high:.1f})"
 
 
+def twin_table_rows(result: LadderResult) -> list[list[str]]:
+    """A twin ladder's table as text cells: measured memory and speed, fit's verdict where it did not fit."""
+    picked = picks_by_model(result)
+    depth = next((r.depth for r in result.rows if r.depth), 0)
+    out = []
+    for r in result.rows:
+        gb = 1e-9
+        if not r.fits:
+            out.append([r.file_type, _cell(r.file_bytes, ".2f", gb), _cell(r.memory_bytes, ".2f", 1 / 2**30), "–",
+                        f"refused by fit: {r.verdict}", "–", "–", "–", "–", "–", "–", ""])
+            continue
+        out.append([
+            r.file_type, _cell(r.file_bytes, ".2f", gb), _cell(r.memory_bytes, ".2f", 1 / 2**30),
+            _cell(r.peak_rss_bytes, ".2f", 1 / 2**30), _cell(r.load_s, ".2f"), _cell(r.ttft_s, ".2f"),
+            _cell(r.prompt_tokens_per_s, ".1f"), _speed_cell(r),
+            _cell(r.prompt_tokens_per_s_at_depth, ".1f") if depth else "–",
+            _cell(r.gen_tokens_per_s_at_depth, ".2f") if depth else "–",
+            "not measured: twin", ", ".join(picked.get(r.model, [])),
+        ])
+    return out
+
+
+TWIN_TABLE_HEADERS = ["type", "file GB", "fit GiB at ctx", "measured GiB at ctx", "load s", "TTFT s", "prompt tok/s",
+                      "gen tok/s (range)", "prompt tok/s at ctx", "gen tok/s at ctx", "accuracy", "pick"]
+
+
 TABLE_HEADERS = ["type", "file MiB", "memory MiB at ctx", "fits", "load s", "TTFT s", "gen tok/s (range)",
-                 "pass@1 [95% CI]", "mean KLD", "pick"]
+                 "gen tok/s at ctx", "pass@1 [95% CI]", "mean KLD", "pick"]
 
 
 def render_html(result: LadderResult, png: bytes) -> str:
     """The whole page: table, chart, picks, rules, machine, and how each figure was measured."""
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in TABLE_HEADERS)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table_rows(result))
+    headers, rows = (TWIN_TABLE_HEADERS, twin_table_rows(result)) if result.twin else (TABLE_HEADERS, table_rows(result))
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
     picks = "".join(f"<li><b>{e(t)}</b>: {e(p.model)} ({e(p.file_type)}): {e(p.reason)}</li>" if p else
                     f"<li><b>{e(t)}</b>: nothing fits</li>" for t, p in result.picks.items())
     rules = "".join(f"<li>{e(r)}</li>" for r in result.rules)

@@ -1,5 +1,5 @@
 """The one results database."""
 
-from .db import Comparison, Metric, ResultsDB, Run, compare
+from .db import SETTING_DEFAULTS, Comparison, Metric, ResultsDB, Run, compare
 
-__all__ = ["Comparison", "Metric", "ResultsDB", "Run", "compare"]
+__all__ = ["SETTING_DEFAULTS", "Comparison", "Metric", "ResultsDB", "Run", "compare"]

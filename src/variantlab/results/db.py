@@ -21,7 +21,7 @@ from .migrations import MIGRATIONS
 
 # The settings and facts that must be equal for two numbers to be compared.
 COMPARABLE_SETTINGS = ("n_threads", "n_ctx", "n_batch", "n_ubatch", "n_gpu_layers", "flash_attn", "n_prompt", "n_gen", "n_depth")
-_SETTING_DEFAULTS = {"n_depth": 0}  # a setting recorded only since it existed: older runs had the default
+SETTING_DEFAULTS = {"n_depth": 0}  # a setting recorded only since it existed: older runs had the default
 COMPARABLE_HARDWARE = ("cpu", "physical_cores", "logical_cores", "gpus", "os")
 
 
@@ -74,7 +74,7 @@ class Run:
             "kind": self.kind, "model_sha256": self.model_sha256 or self.model, "backend": self.backend,
             "engine": self.engine_version, "suite": self.suite, "suite_version": self.suite_version,
             "dataset": self.dataset_sha256,
-            "settings": {k: self.settings.get(k, _SETTING_DEFAULTS.get(k)) for k in COMPARABLE_SETTINGS},
+            "settings": {k: self.settings.get(k, SETTING_DEFAULTS.get(k)) for k in COMPARABLE_SETTINGS},
             "hardware": {k: _steady(k, self.hardware.get(k)) for k in COMPARABLE_HARDWARE},
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -205,7 +205,7 @@ def compare(a: Run, b: Run) -> Comparison:
         if getattr(a, attr) != getattr(b, attr):
             diffs[attr] = (getattr(a, attr), getattr(b, attr))
     for k in COMPARABLE_SETTINGS:
-        va, vb = a.settings.get(k, _SETTING_DEFAULTS.get(k)), b.settings.get(k, _SETTING_DEFAULTS.get(k))
+        va, vb = a.settings.get(k, SETTING_DEFAULTS.get(k)), b.settings.get(k, SETTING_DEFAULTS.get(k))
         if va != vb:
             diffs[f"settings.{k}"] = (va, vb)
     for k in COMPARABLE_HARDWARE:
