@@ -67,7 +67,10 @@ def test_interrupted_ladder_resumes_without_redoing_rungs(ladder_home: Path) -> 
         runs = db.runs(limit=1000)
     first_bench = min(r.id for r in runs if r.kind == "bench")
     assert first_bench in before and result["rows"][0]["runs"]["bench"] == first_bench  # reused, not redone
-    assert len([r for r in runs if r.kind == "bench"]) == 2  # one per rung, in both invocations together
+    benches = [r for r in runs if r.kind == "bench"]
+    # two per rung (at depth 0 and at the context's far end), in both invocations together
+    assert sorted(r.settings.get("n_depth", 0) for r in benches) == [0, 0, 2048 - 512, 2048 - 512]
+    assert all(row["depth"] == 2048 - 512 and row["gen_tokens_per_s_at_depth"] > 0 for row in result["rows"])
     again = json.loads(vl(ladder_home, *LADDER, "--json").stdout)
     assert [r["runs"] for r in again["rows"]] == [r["runs"] for r in result["rows"]]
 

@@ -75,3 +75,24 @@ def test_fit_measure_on_a_twin_reports_the_peak_beside_the_estimate(cli) -> None
 def test_twin_source_of_a_local_file_copies_its_header_bytes(default_model: str) -> None:
     source = twin_source(default_model)
     assert Path(default_model).read_bytes()[:len(source.header)] == source.header
+
+
+def test_ladder_twin_measures_rungs_that_fit_and_refuses_the_rest(cli) -> None:  # noqa: ANN001
+    out = cli("ladder", "qwen2.5-coder:0.5b-instruct", "--twin", "--types", "Q4_K_M,Q8_0", "--ctx", "1024",
+              "--mem", "0.7", "--json")
+    assert out.code == 0, out.err
+    result = json.loads(out.out)
+    assert result["twin"] and [r["file_type"] for r in result["rows"]] == ["Q4_K_M", "Q8_0"]
+    fitting, refused = result["rows"]
+    assert fitting["fits"] and not refused["fits"]  # Q8_0 needs more than 0.7 GiB at 1024 tokens
+    assert fitting["peak_rss_bytes"] > fitting["file_bytes"] and fitting["gen_tokens_per_s"] > 0
+    assert fitting["depth"] == 1024 - 512 and fitting["gen_tokens_per_s_at_depth"] > 0
+    assert fitting["accuracy_note"].startswith("not measured: twin; published HumanEval")
+    assert refused["gen_tokens_per_s"] is None and refused["peak_rss_bytes"] is None
+    assert result["picks"]["fastest"]["file_type"] == "Q4_K_M"
+    assert not [m for m in Store().manifests() if m.synthetic]  # one twin at a time, none left
+    again = json.loads(cli("ladder", "qwen2.5-coder:0.5b-instruct", "--twin", "--types", "Q4_K_M,Q8_0", "--ctx", "1024",
+                           "--mem", "0.7", "--json").out)
+    assert again["rows"][0]["runs"] == fitting["runs"]  # resumed: the measured rung is not measured again
+    shown = cli("ladder", "qwen2.5-coder:0.5b-instruct", "--twin", "--types", "Q4_K_M,Q8_0", "--ctx", "1024", "--mem", "0.7")
+    assert shown.code == 0 and "refused by fit" in shown.out and "not measured: twin" in shown.out, shown.err
