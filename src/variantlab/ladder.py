@@ -515,9 +515,12 @@ def _twin_rung(variant: CatalogVariant, plan: LadderPlan, settings: dict[str, An
                      lineage=f"twin of {variant.file_name}", twin=True, accuracy_note=note)
     if not est.fits:
         return base
-    bplan = replace(depth_plan(settings, plan), n_depth=0)  # at the context the user asked for: the peak holds its cache
+    # at the context the user asked for (the peak holds its whole cache), loaded without mmap as fit counts:
+    # with mmap, the file's pages of every tensor llama.cpp repacks for this CPU count a second time
+    # (a 13B Q4_K_M twin peaked at 16.3 GiB with mmap against about 10.7 GiB of weights, cache and buffers)
+    deep = replace(depth_plan(settings, plan), settings=replace(depth_plan(settings, plan).settings, load_mode="none"))
     depth = depth_for(plan, settings)
-    plans = [bplan] + ([depth_plan(settings, plan)] if depth else [])
+    plans = [replace(deep, n_depth=0)] + ([deep] if depth else [])
     wanted = [_find_twin_run(db, variant.tag, p.checked()) for p in plans]  # measured before: a resumed ladder
     if any(run is None for run in wanted):
         with twin_for(variant.tag, store=store, progress=progress) as made:
@@ -589,8 +592,9 @@ def twin_how_measured(plan: LadderPlan, settings: dict[str, Any]) -> dict[str, s
     bplan = bench_plan(settings, plan.threads)
     depth = depth_for(plan, settings)
     return {
-        "memory": f"variantlab fit MODEL --ctx {plan.ctx} (estimate), and the peak RSS of the twin loaded at {plan.ctx} tokens",
-        "speed": f"variantlab bench --twin MODEL --ctx {plan.ctx} --prompt {bplan.n_prompt} --gen {bplan.n_gen} "
+        "memory": f"variantlab fit MODEL --ctx {plan.ctx} (estimate), and the peak RSS of the twin loaded at {plan.ctx} "
+                  "tokens without mmap (each weight resident once, as fit counts)",
+        "speed": f"variantlab bench --twin MODEL --ctx {plan.ctx} --prompt {bplan.n_prompt} --gen {bplan.n_gen} (no mmap) "
                  f"--reps {bplan.reps}" + (f", and again with --depth {depth}" if depth else ""),
         "twin": "the variant's header and tensor table (catalog architecture, llama.cpp's per-tensor recipe) filled "
                 "with valid random blocks of each tensor's type",
