@@ -52,6 +52,11 @@ class BenchPlan:
         settings = self.settings if self.explicit_ctx else replace(self.settings, n_ctx=max(16, total))
         return replace(self, settings=settings.resolved())
 
+    def recorded(self) -> dict[str, Any]:
+        """The settings a bench run records (and a resumed ladder matches): engine settings plus the test."""
+        return {**self.settings.to_dict(), "n_prompt": self.n_prompt, "n_gen": self.n_gen, "reps": self.reps,
+                "n_depth": self.n_depth}
+
 
 @dataclass(frozen=True)
 class BenchResult:
@@ -139,8 +144,7 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
     if info.context_length and plan.settings.n_ctx > info.context_length:
         raise UsageError(f"context {plan.settings.n_ctx} exceeds {resolved.label}'s maximum of {info.context_length} tokens")
     sha = resolved.manifest.sha256 if resolved.manifest else None
-    settings = {**plan.settings.to_dict(), "n_prompt": plan.n_prompt, "n_gen": plan.n_gen, "reps": plan.reps,
-                "n_depth": plan.n_depth}
+    settings = plan.recorded()
     if resolved.manifest and resolved.manifest.synthetic:  # a twin: its figures are the variant's, labelled so
         settings["twin_of"] = resolved.manifest.synthetic.get("variant")
     run = Run(kind="bench", model=resolved.label, backend="llama.cpp", settings=settings, hardware=hardware,

@@ -256,8 +256,7 @@ def kld_plan(settings: dict[str, Any], threads: int | None) -> KldPlan:
 def _bench(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store: Store, db: ResultsDB,
            progress: ProgressFn, at_depth: bool = False) -> Run:
     bplan = (depth_plan(settings, plan) if at_depth else bench_plan(settings, plan.threads)).checked()
-    want = {**bplan.settings.to_dict(), "n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps,
-            "n_depth": bplan.n_depth}
+    want = bplan.recorded()
     found = find_run(db, "bench", made.sha256, None, want, conditions_now())
     if found is None:
         result = bench_models([made.name], bplan, store=store, db=db, progress=progress)[0]
@@ -542,8 +541,7 @@ def _twin_rung(variant: CatalogVariant, plan: LadderPlan, settings: dict[str, An
 
 def _find_twin_run(db: ResultsDB, tag: str, bplan: BenchPlan) -> Run | None:
     """A comparable bench run of this variant's twin with these settings."""
-    want = {**bplan.settings.to_dict(), "n_prompt": bplan.n_prompt, "n_gen": bplan.n_gen, "reps": bplan.reps,
-            "n_depth": bplan.n_depth}
+    want = bplan.recorded()
     return find_run(db, "bench", None, None, want, conditions_now(), model=f"twin:{tag}")
 
 
