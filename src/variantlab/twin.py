@@ -22,7 +22,6 @@ import hashlib
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from .bench import BenchPlan, BenchResult, MeasuredFit, bench_models, fit_measur
 from .engine import random_rows
 from .errors import EngineError, StoreError, UnknownModelError, UsageError
 from .files import ProgressFn, no_progress
-from .fit import FitRequest, network_from_catalog
+from .fit import FitRequest, gguf_file_bytes, network_from_catalog
 from .knowledge import load_data
 from .knowledge.catalog import CatalogVariant, find_variant
 from .modelfile import ModelFile, read_header, read_model_file
@@ -95,9 +94,9 @@ class TwinFile:
 def twin_source(ref: str, store: Store | None = None) -> TwinSource:
     """``hf:…``, a stored model or GGUF path, or a catalog variant → the header its twin copies."""
     store = store or Store()
-    scratch = store.tmp_dir
     if ref.startswith("hf:"):
-        remote = fetch_header(ref, _scratch(store))
+        with store.staging_dir("header") as scratch:
+            remote = fetch_header(ref, Path(scratch))
         variant = f"hf:{remote.repo}/{remote.file}@{remote.commit}" if remote.commit else ref
         origin = {"kind": "hf", "repo": remote.repo, "file": remote.file, "commit": remote.commit, "etag": remote.etag,
                   "size": remote.file_size, "bytes_transferred": remote.bytes_transferred, "requests": remote.requests}
@@ -109,7 +108,8 @@ def twin_source(ref: str, store: Store | None = None) -> TwinSource:
             catalog_variant = find_variant(ref)
         except UnknownModelError:
             raise store_miss from None
-        return _catalog_source(catalog_variant, scratch)
+        with store.staging_dir("header") as scratch:
+            return _catalog_source(catalog_variant, Path(scratch))
     if resolved.is_twin:
         raise UsageError(f"{ref} is a twin already", hint="give the variant it is a twin of")
     model = read_model_file(resolved.path)
@@ -120,31 +120,23 @@ def twin_source(ref: str, store: Store | None = None) -> TwinSource:
     return TwinSource(resolved.label, origin, header, model)
 
 
-def _scratch(store: Store) -> Path:
-    path = store.tmp_dir / f"{os.getpid()}-headers"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _catalog_source(variant: CatalogVariant, scratch: Path) -> TwinSource:
     """The header of the file a catalog variant would be: the catalog's shape, llama.cpp's recipe."""
     net = network_from_catalog(variant)
     model = variant.model
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=f"{os.getpid()}-catalog-") as folder:
-        path = Path(folder, "header.gguf")
-        writer = gguf.GGUFWriter(str(path), model.architecture)
-        _describe(writer, variant)
-        for t in net.tensors:
-            qtype = gguf.GGMLQuantizationType[t.type]
-            writer.add_tensor_info(t.name, _numpy_shape(t.dims, qtype), _numpy_dtype(qtype), t.n_bytes, raw_dtype=qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        writer.close()
-        header = path.read_bytes()
+    path = scratch / "header.gguf"
+    writer = gguf.GGUFWriter(str(path), model.architecture)
+    _describe(writer, variant)
+    for t in net.tensors:
+        qtype = gguf.GGMLQuantizationType[t.type]
+        writer.add_tensor_info(t.name, _numpy_shape(t.dims, qtype), _numpy_dtype(qtype), t.n_bytes, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    header = path.read_bytes()
     header += bytes(-len(header) % gguf.GGUF_DEFAULT_ALIGNMENT)
-    size = len(header) + sum(-(-t.n_bytes // gguf.GGUF_DEFAULT_ALIGNMENT) * gguf.GGUF_DEFAULT_ALIGNMENT for t in net.tensors)
+    size = gguf_file_bytes(len(header), (t.n_bytes for t in net.tensors))
     origin = {"kind": "catalog", "variant": variant.tag, "file_name": variant.file_name, "gguf_repo": model.gguf_repo}
     return TwinSource(variant.tag, origin, header, read_header(header, size, scratch, variant.tag))
 
