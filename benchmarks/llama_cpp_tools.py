@@ -18,7 +18,7 @@ import tarfile
 from importlib.metadata import version
 from pathlib import Path
 
-TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity", "llama-batched-bench", "llama-imatrix")
+TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity", "llama-batched-bench", "llama-imatrix", "llama-server")
 
 
 def cache_dir() -> Path:
@@ -46,7 +46,7 @@ def ensure_tools() -> Path:
             tar.extractall(src, members=members, filter="data")
     build = root / "build"
     flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-             "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON"]
+             "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON"]
     subprocess.run(["cmake", "-S", str(src), "-B", str(build), *flags], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *TOOLS], check=True)
     return bin_dir

@@ -72,5 +72,12 @@ def smol_model(real_store: Store) -> str:
     return str(real_store.resolve("smollm2-135m-instruct:q4_1").path)
 
 
+@pytest.fixture(scope="session")
+def gemma_model(real_store: Store) -> str:
+    """Gemma 3 270M (241 MiB): the real sliding-window model MODELS.md lists."""
+    fetch("gemma-3-270m:q4_k_m", store=real_store)
+    return str(real_store.resolve("gemma-3-270m:q4_k_m").path)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"variantlab real store: {REAL_HOME} (VARIANTLAB_HOME={os.environ.get('VARIANTLAB_HOME', 'unset')})"

@@ -96,3 +96,21 @@ def test_hw_reports_the_machine(cli) -> None:
         assert key in facts
     assert facts["memory_bandwidth_bytes_per_s"] > 1e8
     assert isinstance(facts["gpus"], list)  # no driver here: simply none
+
+
+def test_a_mixture_of_experts_is_ranked_by_its_active_bytes() -> None:
+    # Qwen3-Coder-30B-A3B holds 30 B weights but reads about 3 B a token: predicted from the
+    # bytes a token reads, it is faster than a 7B dense model, and the reason says why.
+    from variantlab.fit import FitRequest
+    from variantlab.pick import _candidates, _reason, task_spec
+    from variantlab.results import ResultsDB
+    from variantlab.store import Store
+
+    request = FitRequest(ctx=8192, ram_bytes=64 << 30, vram_bytes=0)
+    with ResultsDB() as db:
+        found = {c.variant: c for c in _candidates("chat", request, Store(), db, 40e9, None)}
+    moe, dense = found["qwen3-coder:30b-instruct-q4_K_M"], found["qwen2.5-coder:7b-instruct-q4_K_M"]
+    assert moe.estimate.total_bytes > 3 * dense.estimate.total_bytes
+    assert moe.tokens_per_s > dense.tokens_per_s
+    assert "active experts (8 of 128)" in moe.tokens_per_s_source
+    assert "active experts' bytes (8 of 128 experts a token)" in _reason("fastest", moe, task_spec("chat"))

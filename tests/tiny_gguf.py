@@ -162,3 +162,29 @@ def write_imatrix(path: Path, model: Path, *, scale: float = 1.0, seed: int = 0,
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_arch_model(path: Path, arch: str, hparams: dict[str, object], tensors: list[tuple[str, tuple[int, ...]]],
+                     *, n_vocab: int = 32) -> Path:
+    """A header of any architecture with F32 zero tensors of the given GGUF dims (row length first):
+    what the memory layout and the layout checks read, for architecture kinds nothing here ships."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key, value in hparams.items():
+        full = f"{arch}.{key}"
+        if isinstance(value, bool):
+            writer.add_bool(full, value)
+        elif isinstance(value, int):
+            writer.add_uint32(full, value)
+        elif isinstance(value, float):
+            writer.add_float32(full, value)
+        else:
+            writer.add_array(full, list(value))  # type: ignore[arg-type]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([f"t{i}" for i in range(n_vocab)])
+    for name, dims in tensors:
+        writer.add_tensor(name, np.zeros(tuple(reversed(dims)), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -5,7 +5,10 @@ The estimate is the sum of what llama.cpp allocates, term by term:
 - weights: every tensor's bytes, from the file's tensor table, or for a catalog variant
   from the architecture (architectures.toml) and llama.cpp's per-tensor recipe for the
   file type (quant_rules.toml);
-- KV cache: layers × padded context × (K + V width) × element size of the cache type;
+- KV cache: per layer, as llama.cpp allocates it: context cells × (K + V width) on full
+  attention layers, window + micro-batch cells on sliding-window layers, one compressed
+  row and no V on latent-attention layers, a fixed state on recurrent layers
+  (knowledge/layers.py);
 - compute: the activations of one micro-batch (what a CPU run touches), or on a GPU the
   buffer llama.cpp reserves, which includes a micro-batch of logits;
 - overhead: the runtime, the loaded vocabulary and the output buffer (memory.toml).
@@ -17,8 +20,9 @@ touched), which is what must fit. ``docs/benchmarks.md`` compares them with meas
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from .errors import MissingFileError, ModelFileError, StoreError, UnknownModelEr
 from .hardware import gpus, ram_available_bytes
 from .knowledge import load_data
 from .knowledge.catalog import CatalogVariant, find_variant
+from .knowledge.layers import Experts, LayerMemory, check_layout, experts, layer_memory
 from .knowledge.quant_rules import supported_file_types, tensor_types
 from .knowledge.quants import file_types, quant_types
 from .modelfile import TensorEntry, bytes_read_per_token, read_model_file
@@ -52,15 +57,22 @@ class Network:
     n_embd: int
     n_ff: int
     n_vocab: int
-    n_embd_kv: int
     max_ctx: int | None
     header_bytes: int
     tensors: list[TensorEntry] = field(repr=False)
+    layers: tuple[LayerMemory, ...] = field(repr=False, default=())
+    experts: Experts | None = None
     catalog: CatalogVariant | None = field(default=None, repr=False)
+    path: str | None = None  # the file on disk, or the published file name of a catalog variant
 
     @property
     def weights_bytes(self) -> int:
         return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def expert_bytes(self) -> int:
+        """Bytes of the routed-expert tensors (``*_exps``): most of a mixture of experts, little of it read per token."""
+        return sum(t.n_bytes for t in self.tensors if is_expert_tensor(t.name))
 
     @property
     def file_bytes(self) -> int:
@@ -68,7 +80,8 @@ class Network:
 
     @property
     def bytes_read_per_token(self) -> int:
-        return bytes_read_per_token(self.tensors)
+        """Weight bytes one generated token reads: routed experts only in the share the router picks."""
+        return bytes_read_per_token(self.tensors, self.experts.active_share if self.experts else 1.0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,7 @@ class FitRequest:
     n_seq: int = 1
     ram_bytes: int | None = None  # None: the RAM available now
     vram_bytes: int | None = None  # None: the free VRAM of the first GPU, if any
+    n_cpu_moe: int | None = None  # experts of the first N layers kept in RAM; None: chosen with gpu_layers "auto"
 
     def checked(self) -> FitRequest:
         if not 1 <= self.ctx <= MAX_CTX:
@@ -90,6 +104,8 @@ class FitRequest:
             raise UsageError(f"KV cache type {self.kv_type!r} is not one of {', '.join(KV_TYPES)}")
         if self.gpu_layers != "auto" and (not isinstance(self.gpu_layers, int) or self.gpu_layers < 0):
             raise UsageError(f"--gpu-layers {self.gpu_layers!r} is not 'auto' or a whole number ≥ 0")
+        if self.n_cpu_moe is not None and (not isinstance(self.n_cpu_moe, int) or self.n_cpu_moe < 0):
+            raise UsageError(f"--n-cpu-moe {self.n_cpu_moe!r} is not a whole number ≥ 0")
         if self.ram_bytes is not None and not 0 < self.ram_bytes <= 1 << 50:
             raise UsageError(f"memory budget {self.ram_bytes} bytes is not a positive size", hint="give --mem in GiB, e.g. --mem 8")
         return self
@@ -121,6 +137,10 @@ class Estimate:
     verdict: str
     headroom_bytes: int
     max_ctx: int | None
+    expert_bytes: int = 0
+    experts: str | None = None  # "8 of 128" for a mixture of experts
+    cpu_moe_layers: int = 0  # layers whose expert tensors stay in RAM while the layer is on the GPU (--n-cpu-moe)
+    kv_layers: dict[str, int] = field(default_factory=dict)  # layers per cache kind: full, sliding, latent, recurrent
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,15 +169,26 @@ def network_for(ref: str, store: Store | None = None) -> Network:
 def network_from_file(path: Any, label: str | None = None) -> Network:
     """Read a GGUF file's tensor table and the numbers the estimate needs."""
     mf = read_model_file(path)
-    if not (mf.n_layers and mf.embedding_length and mf.n_kv_heads and mf.head_dim):
+    if not (mf.n_layers and mf.embedding_length and mf.n_heads):
         raise ModelFileError(mf.path, "the header lacks layer count, width or attention heads: cannot estimate memory")
+    where = str(mf.path)
+    check_layout(mf.architecture, mf.hparams, [(t.name, t.dims) for t in mf.tensors], where)
     return Network(
         label=label or str(path), source="file", file_type=mf.file_type, n_layers=mf.n_layers,
         n_embd=mf.embedding_length, n_ff=mf.feed_forward_length or 4 * mf.embedding_length,
-        n_vocab=mf.vocab_size or 0, n_embd_kv=mf.n_kv_heads * mf.head_dim, max_ctx=mf.context_length,
-        header_bytes=mf.data_offset,
-        tensors=mf.tensors,
+        n_vocab=mf.vocab_size or 0, max_ctx=context_limit(mf.context_length, mf.hparams),
+        header_bytes=mf.data_offset, tensors=mf.tensors,
+        layers=layer_memory(mf.architecture, mf.hparams, where), experts=experts(mf.hparams, where), path=str(path),
     )
+
+
+def context_limit(context_length: int | None, hp: dict[str, Any]) -> int | None:
+    """The most tokens a file is meant for: its trained context, or what its rope scaling
+    extends (original context × factor, as llama.cpp's YaRN does) when that is larger."""
+    factor = float(hp.get("rope.scaling.factor") or 0)
+    original = int(hp.get("rope.scaling.original_context_length") or 0)
+    extended = int(original * factor) if factor > 1 and original else 0
+    return max(context_length or 0, extended) or None
 
 
 def network_from_catalog(variant: CatalogVariant) -> Network:
@@ -169,10 +200,13 @@ def network_from_catalog(variant: CatalogVariant) -> Network:
     tensors = [TensorEntry(n, t, d, qt[t].bytes_for(math.prod(d))) for (n, d), t in zip(layout, types)]
     header = load_data("architectures.toml")["header"]
     header_bytes = header["fixed_bytes"] + model.n_vocab * header["bytes_per_token"][model.tokenizer]
+    hp = model.hparams()
     return Network(
         label=variant.tag, source="catalog", file_type=variant.file_type.name, n_layers=model.n_layers,
-        n_embd=model.n_embd, n_ff=model.n_ff, n_vocab=model.n_vocab, n_embd_kv=model.n_kv_heads * model.head_dim,
-        max_ctx=model.max_ctx, header_bytes=header_bytes, tensors=tensors, catalog=variant,
+        n_embd=model.n_embd, n_ff=model.n_ff, n_vocab=model.n_vocab,
+        max_ctx=model.max_ctx, header_bytes=header_bytes, tensors=tensors,
+        layers=layer_memory(model.architecture, hp, variant.tag), experts=experts(hp, variant.tag), catalog=variant,
+        path=variant.file_name,
     )
 
 
@@ -188,11 +222,21 @@ def padded_ctx(ctx: int) -> int:
     return -(-ctx // pad) * pad
 
 
-def kv_cache_bytes(net: Network, ctx: int, kv_type: str, n_layers: int | None = None) -> int:
-    """K and V for every layer (or ``n_layers`` of them) at the padded context."""
-    per_row = quant_types()[KV_TYPES[kv_type]].bytes_for(net.n_embd_kv)
-    layers = net.n_layers if n_layers is None else n_layers
-    return 2 * layers * padded_ctx(ctx) * per_row
+def layer_cache_bytes(layer: LayerMemory, ctx: int, kv_type: str, n_ubatch: int = 512, n_seq: int = 1) -> int:
+    """One layer's cache as llama.cpp allocates it (llama-kv-cache.cpp, -iswa.cpp, -memory-recurrent.cpp)."""
+    if layer.kind == "recurrent":
+        return layer.state_values * 4 * max(1, n_seq)  # F32 convolution and state rows, one per sequence
+    cells = padded_ctx(ctx)
+    if layer.kind == "sliding":
+        cells = min(cells, padded_ctx(layer.window + n_ubatch))
+    qt = quant_types()[KV_TYPES[kv_type]]
+    return cells * (qt.bytes_for(layer.k_values) + (qt.bytes_for(layer.v_values) if layer.v_values else 0))
+
+
+def kv_cache_bytes(net: Network, ctx: int, kv_type: str, n_layers: int | None = None, n_ubatch: int = 512, n_seq: int = 1) -> int:
+    """The cache of every layer, or of the last ``n_layers`` (the ones offloaded first)."""
+    layers = net.layers if n_layers is None else net.layers[len(net.layers) - n_layers:] if n_layers else ()
+    return sum(layer_cache_bytes(layer, ctx, kv_type, n_ubatch, n_seq) for layer in layers)
 
 
 def compute_bytes(net: Network, ctx: int, n_ubatch: int, on_gpu: bool = False) -> int:
@@ -211,18 +255,35 @@ def overhead_bytes(net: Network, n_seq: int) -> int:
     return facts["runtime_bytes"] + net.n_vocab * facts["vocab_bytes_per_token"] + n_seq * net.n_vocab * 4
 
 
-def _layer_weights(net: Network) -> tuple[list[int], int, int]:
-    """Weights per repeating layer, of the output head (norm + projection), and of the input embedding."""
+@dataclass(frozen=True)
+class _Placement:
+    """Where the weights sit: repeating layers offloaded (the output head counts as one more)
+    and the first layers whose routed experts stay in RAM (llama.cpp's --n-cpu-moe)."""
+
+    gpu_layers: int
+    cpu_moe: int = 0
+
+
+def _layer_weights(net: Network) -> tuple[list[int], list[int], int, int]:
+    """Weights per repeating layer, of those the routed experts, of the output head, of the input embedding."""
     per_layer = [0] * net.n_layers
+    expert = [0] * net.n_layers
     head = embd = 0
     for t in net.tensors:
         if t.layer is not None and t.layer < net.n_layers:
             per_layer[t.layer] += t.n_bytes
+            if is_expert_tensor(t.name):
+                expert[t.layer] += t.n_bytes
         elif t.name == "token_embd.weight":
             embd += t.n_bytes
         else:
             head += t.n_bytes
-    return per_layer, head, embd
+    return per_layer, expert, head, embd
+
+
+def is_expert_tensor(name: str) -> bool:
+    """A routed-expert tensor (ffn_gate_exps, ffn_up_exps, ffn_down_exps): what --n-cpu-moe keeps in RAM."""
+    return "_exps." in name
 
 
 # -- the estimate ------------------------------------------------------------------------------
@@ -233,25 +294,29 @@ def estimate(net: Network, request: FitRequest) -> Estimate:
     req = request.checked()
     if net.max_ctx and req.ctx > net.max_ctx:
         raise UsageError(f"context {req.ctx} is beyond {net.label}'s maximum of {net.max_ctx} tokens",
-                         hint=f"use --ctx {net.max_ctx} or less")
+                         hint=f"use --ctx {net.max_ctx} or less, or `fit --max-ctx` for the largest that fits")
     ram = req.ram_bytes if req.ram_bytes is not None else ram_available_bytes()
     vram = req.vram_bytes if req.vram_bytes is not None else _free_vram()
-    weights, kv = net.weights_bytes, kv_cache_bytes(net, req.ctx, req.kv_type)
+    weights, kv = net.weights_bytes, kv_cache_bytes(net, req.ctx, req.kv_type, n_ubatch=req.n_ubatch, n_seq=req.n_seq)
     compute_cpu = compute_bytes(net, req.ctx, req.n_ubatch)
     overhead = overhead_bytes(net, req.n_seq)
     total = weights + kv + compute_cpu + overhead
-    layers = _choose_gpu_layers(net, req, vram)
-    gpu = _gpu_bytes(net, req, layers)
-    cpu = total - _offloaded_bytes(net, req, layers)
+    place = _choose_placement(net, req, vram)
+    gpu = _gpu_bytes(net, req, place)
+    cpu = total - _offloaded_bytes(net, req, place)
     fits = cpu <= ram and gpu <= vram
-    verdict = _verdict(fits, layers, net.n_layers)
+    kinds: dict[str, int] = {}
+    for layer in net.layers:
+        kinds[layer.kind] = kinds.get(layer.kind, 0) + 1
     return Estimate(
         variant=net.label, source=net.source, file_type=net.file_type, ctx=req.ctx, kv_type=req.kv_type,
         file_bytes=net.file_bytes, weights_bytes=weights, kv_cache_bytes=kv, compute_bytes=compute_cpu,
         overhead_bytes=overhead, total_bytes=total, bytes_read_per_token=net.bytes_read_per_token,
-        gpu_layers=layers, n_layers=net.n_layers, gpu_bytes=gpu, cpu_bytes=cpu, ram_budget_bytes=ram,
-        vram_budget_bytes=vram, fits=fits, verdict=verdict, headroom_bytes=(ram - cpu) + (vram - gpu if layers else 0),
-        max_ctx=net.max_ctx,
+        gpu_layers=place.gpu_layers, n_layers=net.n_layers, gpu_bytes=gpu, cpu_bytes=cpu, ram_budget_bytes=ram,
+        vram_budget_bytes=vram, fits=fits, verdict=_verdict(fits, place.gpu_layers, net.n_layers),
+        headroom_bytes=(ram - cpu) + (vram - gpu if place.gpu_layers else 0), max_ctx=net.max_ctx,
+        expert_bytes=net.expert_bytes, experts=f"{net.experts.used} of {net.experts.count}" if net.experts else None,
+        cpu_moe_layers=place.cpu_moe if place.gpu_layers else 0, kv_layers=kinds,
     )
 
 
@@ -268,40 +333,109 @@ def _free_vram() -> int:
     return int(found[0]["free_bytes"]) if found else 0
 
 
-def _offloaded_bytes(net: Network, req: FitRequest, layers: int) -> int:
-    """What moves from RAM to the GPU with ``layers`` offloaded: llama.cpp offloads the last
-    layers first, the output head only when all layers are offloaded; the input embedding stays."""
-    if layers == 0:
+def _offloaded_bytes(net: Network, req: FitRequest, place: _Placement) -> int:
+    """What moves from RAM to the GPU: llama.cpp offloads the last layers first, the output head
+    only when all layers are offloaded, never the input embedding; the routed experts of the
+    first ``cpu_moe`` layers stay in RAM with their layer on the GPU."""
+    if place.gpu_layers == 0:
         return 0
-    per_layer, head, _ = _layer_weights(net)
-    repeating = min(layers, net.n_layers)
-    moved = sum(per_layer[net.n_layers - repeating:]) + kv_cache_bytes(net, req.ctx, req.kv_type, repeating)
-    return moved + (head if layers > net.n_layers else 0)
+    per_layer, expert, head, _ = _layer_weights(net)
+    repeating = min(place.gpu_layers, net.n_layers)
+    first = net.n_layers - repeating
+    moved = sum(per_layer[first:]) - sum(expert[first:max(first, place.cpu_moe)])
+    moved += kv_cache_bytes(net, req.ctx, req.kv_type, repeating, req.n_ubatch, req.n_seq)
+    return moved + (head if place.gpu_layers > net.n_layers else 0)
 
 
-def _gpu_bytes(net: Network, req: FitRequest, layers: int) -> int:
-    if layers == 0:
+def _gpu_bytes(net: Network, req: FitRequest, place: _Placement) -> int:
+    if place.gpu_layers == 0:
         return 0
-    return (_offloaded_bytes(net, req, layers) + compute_bytes(net, req.ctx, req.n_ubatch, on_gpu=True)
+    return (_offloaded_bytes(net, req, place) + compute_bytes(net, req.ctx, req.n_ubatch, on_gpu=True)
             + _memory_facts()["gpu_runtime_bytes"])
 
 
-def _choose_gpu_layers(net: Network, req: FitRequest, vram: int) -> int:
-    """``auto``: the most layers whose GPU share fits in free VRAM (the output head counts as one more)."""
+def _choose_placement(net: Network, req: FitRequest, vram: int) -> _Placement:
+    """``auto``: every layer on the GPU if it fits; for a mixture of experts, next the fewest
+    layers' experts kept in RAM that makes every dense part fit (dense weights and the KV cache
+    are read for every token, an expert rarely); else the most layers that fit."""
     if vram <= 0:
-        return 0
+        return _Placement(0)
+    cpu_moe = min(req.n_cpu_moe or 0, net.n_layers)
     if req.gpu_layers != "auto":
-        return min(int(req.gpu_layers), net.n_layers + 1)
-    best = 0
-    for layers in range(1, net.n_layers + 2):
-        if _gpu_bytes(net, req, layers) <= vram:
-            best = layers
+        return _Placement(min(int(req.gpu_layers), net.n_layers + 1), cpu_moe)
+    everything = net.n_layers + 1
+    if net.experts and req.n_cpu_moe is None:
+        for keep in range(net.n_layers + 1):
+            if _gpu_bytes(net, req, _Placement(everything, keep)) <= vram:
+                return _Placement(everything, keep)
+        cpu_moe = net.n_layers
+    best = _Placement(0)
+    for layers in range(1, everything + 1):
+        if _gpu_bytes(net, req, _Placement(layers, cpu_moe)) <= vram:
+            best = _Placement(layers, cpu_moe)
     return best
 
 
 def fit(ref: str, request: FitRequest, store: Store | None = None) -> Estimate:
     """The estimate for a store name, GGUF path or catalog variant."""
     return estimate(network_for(ref, store), request)
+
+
+def max_context(net: Network, request: FitRequest) -> Estimate:
+    """The largest context that fits the budget: a multiple of 256 (llama.cpp's padding), at
+    most the model's limit, found by bisection over the estimate (memory grows with context).
+    When not even 256 tokens fit, the estimate at 256 says so."""
+    step = _memory_facts()["ctx_padding"]
+    limit = net.max_ctx or MAX_CTX
+    top = max(limit // step, 1)
+
+    def at(k: int) -> Estimate:
+        return estimate(net, replace(request, ctx=min(k * step, limit)))
+
+    best = at(top)
+    if best.fits:
+        return best
+    low = at(1)
+    if not low.fits:
+        return low
+    lo, hi = 1, top  # at(lo) fits, at(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if at(mid).fits:
+            lo = mid
+        else:
+            hi = mid
+    return at(lo)
+
+
+FLAG_TOOLS = ("llama-server", "llama-cli", "ollama")
+
+
+def command_line(est: Estimate, model_path: str, tool: str) -> str:
+    """The command (or Ollama Modelfile) that runs the model exactly as ``est`` planned it:
+    context, one sequence, layers offloaded, experts kept in RAM, KV cache type, flash
+    attention, weights read into memory once (no mmap), no automatic re-fitting."""
+    if tool not in FLAG_TOOLS:
+        raise UsageError(f"--flags {tool!r} is not one of {', '.join(FLAG_TOOLS)}")
+    if tool == "ollama":
+        return _ollama_modelfile(est, model_path)
+    args = [tool, "-m", model_path, "-c", str(est.ctx), "-ngl", str(est.gpu_layers)]
+    if tool == "llama-server":
+        args += ["-np", "1"]
+    if est.cpu_moe_layers:
+        args += ["--n-cpu-moe", str(est.cpu_moe_layers)]
+    args += ["-ctk", est.kv_type, "-ctv", est.kv_type, "-fa", "on", "--load-mode", "none", "-fit", "off"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _ollama_modelfile(est: Estimate, model_path: str) -> str:
+    lines = [f"FROM {model_path}", f"PARAMETER num_ctx {est.ctx}", f"PARAMETER num_gpu {est.gpu_layers}",
+             "# set for `ollama serve`: OLLAMA_FLASH_ATTENTION=1"
+             + (f" OLLAMA_KV_CACHE_TYPE={est.kv_type}" if est.kv_type != "f16" else "")]
+    if est.cpu_moe_layers:
+        lines.append(f"# Ollama cannot keep the experts of the first {est.cpu_moe_layers} layers in RAM (llama.cpp's "
+                     "--n-cpu-moe); this plan needs llama-server for that split")
+    return "\n".join(lines)
 
 
 def check_claims(claims: list[tuple[str, float]], tolerance: float = 0.02) -> list[dict[str, Any]]:

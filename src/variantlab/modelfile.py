@@ -160,14 +160,15 @@ class TensorEntry:
         return layer_of(self.name)
 
 
-def bytes_read_per_token(tensors: list[TensorEntry]) -> int:
+def bytes_read_per_token(tensors: list[TensorEntry], expert_share: float = 1.0) -> int:
     """Weight bytes a generated token reads: every tensor once, except that the input
     embedding is a lookup of one row, unless the model ties it to the output projection
-    (no output.weight), when the whole matrix is read as the output layer."""
-    total = sum(t.n_bytes for t in tensors)
-    if not any(t.name == "output.weight" for t in tensors):
-        return total
-    return total - sum(t.n_bytes for t in tensors if t.name == "token_embd.weight")
+    (no output.weight), when the whole matrix is read as the output layer; and of a mixture
+    of experts' routed-expert tensors (``*_exps``) only the share the router picks."""
+    total = sum(t.n_bytes * (expert_share if "_exps." in t.name else 1.0) for t in tensors)
+    if any(t.name == "output.weight" for t in tensors):
+        total -= sum(t.n_bytes for t in tensors if t.name == "token_embd.weight")
+    return round(total)
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,9 @@ class ModelFile:
     tensors: list[TensorEntry] = field(repr=False, default_factory=list)
     data_offset: int = 0
     alignment: int = gguf.GGUF_DEFAULT_ALIGNMENT
+    # the architecture's numeric keys without the "ARCH." prefix (expert counts, sliding window,
+    # latent-attention widths, per-layer head counts): what the memory layout is computed from
+    hparams: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
     def has_chat_template(self) -> bool:
@@ -207,7 +211,8 @@ class ModelFile:
 
     @property
     def bytes_read_per_token(self) -> int:
-        return bytes_read_per_token(self.tensors)
+        count, used = int(self.hparams.get("expert_count") or 0), int(self.hparams.get("expert_used_count") or 0)
+        return bytes_read_per_token(self.tensors, used / count if count > 1 and 0 < used <= count else 1.0)
 
 
 def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
@@ -246,7 +251,7 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         st = p.stat()
     except OSError:
         return _read_model_file(p)  # missing: the reader says so in its own words
-    key = hashlib.sha1(f"v2|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+    key = hashlib.sha1(f"v3|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
     cache = config.home() / "cache" / "modelfile" / f"{key}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return _from_record(json.loads(cache.read_text()), p)
@@ -320,7 +325,26 @@ def _model_file(reader: gguf.GGUFReader, p: Path) -> ModelFile:
         ],
         data_offset=int(reader.data_offset),
         alignment=int(reader.alignment),
+        hparams=_hparams(reader, arch),
     )
+
+
+_MAX_HPARAM_ITEMS = 4096  # per-layer arrays; a longer array is not a hyperparameter
+
+
+def _hparams(reader: gguf.GGUFReader, arch: str) -> dict[str, Any]:
+    """The numeric ``ARCH.*`` keys (and per-layer numeric arrays), prefix stripped."""
+    prefix = f"{arch}."
+    found: dict[str, Any] = {}
+    for key in reader.fields:
+        if not key.startswith(prefix):
+            continue
+        value = _scalar(reader, key)
+        if isinstance(value, bool | int | float) or (
+            isinstance(value, list) and len(value) <= _MAX_HPARAM_ITEMS and all(isinstance(v, bool | int | float) for v in value)
+        ):
+            found[key[len(prefix):]] = value
+    return found
 
 
 def _tensor_mix(reader: gguf.GGUFReader) -> tuple[list[TensorTypeShare], int, int]:

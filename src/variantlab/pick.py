@@ -263,6 +263,9 @@ def _speed(est: Estimate, sha256: str | None, db: ResultsDB, bandwidth: float,
     basis = "a bench run of this model at another quantization" if same_model else "median of this machine's bench runs"
     label = (f"predicted: {share:.0%} of the measured bandwidth ({basis}) ÷ bytes per token"
              if efficiency else "predicted ceiling: measured bandwidth ÷ bytes per token (no bench runs yet)")
+    if est.experts:
+        label += (f"; a mixture of experts reads only its active experts ({est.experts}): "
+                  f"{est.bytes_read_per_token / 2**30:.2f} GiB a token of {est.weights_bytes / 2**30:.2f} GiB of weights")
     return bandwidth * share / est.bytes_read_per_token, label
 
 
@@ -329,6 +332,8 @@ def _tier_record(tier: str, c: Candidate, spec: dict[str, Any]) -> Tier:
 def _reason(tier: str, c: Candidate, spec: dict[str, Any]) -> str:
     acc = f"HumanEval {c.accuracy:.1f}" if c.accuracy is not None else "no HumanEval score"
     how = c.tokens_per_s_source.split(" (")[0] if c.tokens_per_s_source.startswith("measured") else "predicted"
+    if how == "predicted" and c.estimate.experts:
+        how = f"predicted from the active experts' bytes ({c.estimate.experts} experts a token)"
     speed = f"{c.tokens_per_s:.0f} tok/s {how}"
     if tier == "fastest":
         return f"reads the fewest bytes per token that fit ({speed}); {acc}"

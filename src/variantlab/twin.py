@@ -36,7 +36,6 @@ from .engine import random_rows
 from .errors import EngineError, StoreError, UnknownModelError, UsageError
 from .files import ProgressFn, no_progress
 from .fit import FitRequest, gguf_file_bytes, network_from_catalog
-from .knowledge import load_data
 from .knowledge.catalog import CatalogVariant, find_variant
 from .modelfile import ModelFile, read_header, read_model_file
 from .results import ResultsDB
@@ -164,16 +163,23 @@ def _describe(writer: gguf.GGUFWriter, variant: CatalogVariant) -> None:
     writer.add_string("variantlab.twin.variant", variant.tag)
     writer.add_file_type(variant.file_type.id)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_context_length(model.trained_ctx)
-    writer.add_embedding_length(model.n_embd)
-    writer.add_block_count(model.n_layers)
-    writer.add_feed_forward_length(model.n_ff)
-    writer.add_head_count(model.n_heads)
-    writer.add_head_count_kv(model.n_kv_heads)
-    writer.add_rope_dimension_count(model.head_dim)
-    for key, value in load_data("architectures.toml")[arch].get("metadata", {}).items():
-        writer.add_float32(f"{arch}.{key}", float(value))
+    for key, value in model.hparams().items():
+        _add_value(writer, f"{arch}.{key}", value)
     _tokenizer(writer, model.tokenizer, model.n_vocab)
+
+
+def _add_value(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
+    """One metadata key with the GGUF type the converter gives it: counts uint32, ratios float32."""
+    if isinstance(value, bool):
+        writer.add_bool(key, value)
+    elif isinstance(value, int):
+        writer.add_uint32(key, value)
+    elif isinstance(value, float):
+        writer.add_float32(key, value)
+    elif isinstance(value, list):
+        writer.add_array(key, value)
+    else:
+        writer.add_string(key, str(value))
 
 
 def _tokenizer(writer: gguf.GGUFWriter, kind: str, n_vocab: int) -> None:

@@ -152,6 +152,9 @@ class LlamaEngine:
         cparams.n_threads = cparams.n_threads_batch = settings.n_threads
         cparams.flash_attn_type = FLASH_ATTN[settings.flash_attn]
         cparams.kv_unified = settings.kv_unified
+        # sliding-window layers keep window + micro-batch cells, as llama-server runs them (the C
+        # API's default keeps the whole context there: 6x the memory of a Gemma 3 at 32k)
+        cparams.swa_full = False
         cparams.no_perf = True
         ctx = L.llama_init_from_model(self.model, cparams)
         if not ctx:

@@ -50,6 +50,9 @@ class CatalogModel:
     based_on: str | None = None
     recipe: str = "current"
     fim_style: str | None = None
+    # GGUF keys beyond the common shape (experts, sliding window, latent-attention widths),
+    # written as the converter writes them, ARCH. prefix stripped
+    extra: tuple[tuple[str, Any], ...] = ()
 
     @property
     def fim_tokens(self) -> dict[str, str]:
@@ -74,41 +77,71 @@ class CatalogModel:
 
     @property
     def size_b(self) -> float:
-        return float(self.size.rstrip("b"))
+        return float(self.size[:-1]) / (1000 if self.size.endswith("m") else 1)
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_heads
+        """Per-head width of Q and K: the header's key_length where it differs from n_embd / n_heads."""
+        return int(dict(self.extra).get("attention.key_length", self.n_embd // self.n_heads))
 
     @property
     def shape(self) -> ModelShape:
         return ModelShape(self.architecture, self.n_layers, self.n_heads, self.n_kv_heads,
-                          tied_embeddings=not self.output_tensor)
+                          n_experts=int(dict(self.extra).get("expert_count", 0)), tied_embeddings=not self.output_tensor)
+
+    def hparams(self) -> dict[str, Any]:
+        """The ``ARCH.*`` keys a GGUF of this model carries (prefix stripped): what a twin's
+        header writes and what the memory layout is read from, as from a file."""
+        hp: dict[str, Any] = {
+            "context_length": self.trained_ctx, "embedding_length": self.n_embd, "block_count": self.n_layers,
+            "feed_forward_length": self.n_ff, "attention.head_count": self.n_heads,
+            "attention.head_count_kv": self.n_kv_heads, "rope.dimension_count": self.head_dim,
+        }
+        hp.update(load_data("architectures.toml")[self.architecture].get("metadata", {}))
+        hp.update(dict(self.extra))
+        return hp
 
     def dimensions(self) -> dict[str, int]:
         """The named dimensions architectures.toml uses in tensor shapes."""
+        hp = self.hparams()
         n_embd_q = self.n_heads * self.head_dim
         n_embd_kv = self.n_kv_heads * self.head_dim
+        n_rot = int(hp.get("rope.dimension_count", self.head_dim))
+        lora_kv = int(hp.get("attention.kv_lora_rank", 0))
+        k_mla, v_mla = int(hp.get("attention.key_length_mla", 0)), int(hp.get("attention.value_length_mla", 0))
+        n_ff_exp = int(hp.get("expert_feed_forward_length", 0))
         return {
             "n_embd": self.n_embd, "n_ff": self.n_ff, "n_vocab": self.n_vocab, "n_ctx_train": self.trained_ctx,
-            "n_embd_q": n_embd_q, "n_embd_kv": n_embd_kv, "n_qkv": n_embd_q + 2 * n_embd_kv,
+            "n_embd_q": n_embd_q, "n_embd_kv": n_embd_kv, "n_qkv": n_embd_q + 2 * n_embd_kv, "head_dim": self.head_dim,
+            "n_expert": int(hp.get("expert_count", 0)), "n_ff_exp": n_ff_exp,
+            "n_ff_shexp": int(hp.get("expert_shared_feed_forward_length", n_ff_exp * int(hp.get("expert_shared_count", 0)))),
+            "n_lora_kv": lora_kv, "n_kv_a": lora_kv + n_rot, "n_qk_nope": k_mla - n_rot,
+            "n_embd_q_mla": self.n_heads * k_mla, "n_embd_v_mla": v_mla, "n_embd_o_mla": self.n_heads * v_mla,
+            "n_heads": self.n_heads,
         }
+
+    def _layer_kind(self, index: int) -> str:
+        """"dense_lead" for the leading dense blocks of a mixture-of-experts model, else "moe" or "dense"."""
+        hp = dict(self.extra)
+        if not hp.get("expert_count"):
+            return "dense"
+        return "dense_lead" if index < int(hp.get("leading_dense_block_count", 0)) else "moe"
 
     def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
         """The tensors a GGUF of this model holds (name, dims), in llama.cpp's quantizer order."""
         layout = load_data("architectures.toml")[self.architecture]
         dims = self.dimensions()
 
-        def expand(entries: list[dict[str, Any]], prefix: str) -> list[tuple[str, tuple[int, ...]]]:
+        def expand(entries: list[dict[str, Any]], prefix: str, kind: str = "dense") -> list[tuple[str, tuple[int, ...]]]:
             return [
                 (prefix + e["name"], tuple(dims[d] for d in e["dims"]))
                 for e in entries
-                if not (e.get("unless_tied") and not self.output_tensor)
+                if not (e.get("unless_tied") and not self.output_tensor) and kind in e.get("layers", (kind,))
             ]
 
         found = [t for t in expand(layout["globals"], "") if t[0] == "token_embd.weight"]
         for i in range(self.n_layers):
-            found += expand(layout["layer"], f"blk.{i}.")
+            found += expand(layout["layer"], f"blk.{i}.", self._layer_kind(i))
         return found + [t for t in expand(layout["globals"], "") if t[0] != "token_embd.weight"]
 
 
@@ -147,6 +180,7 @@ def models() -> tuple[CatalogModel, ...]:
                 license=fam["license"], humaneval=entry.get("humaneval"), humaneval_source=entry.get("humaneval_source"),
                 gguf_repo=entry["gguf_repo"], gguf_file=entry["gguf_file"], strengths=fam["strengths"],
                 sources=tuple(fam["sources"]), based_on=fam.get("based_on"), recipe=entry.get("recipe", "current"), fim_style=fam.get("fim_style"),
+                extra=tuple(sorted({**shape.get("hparams", {}), **entry.get("hparams", {})}.items())),
             ))
     return tuple(found)
 
@@ -185,7 +219,10 @@ def _model_for(name: VariantName) -> CatalogModel | None:
 
 
 def _match_model(family: str | None, size_b: float | None, flavor: str | None, tuned_for: str | None) -> CatalogModel | None:
-    candidates = [m for m in models() if family and m.family.lower() == family.lower() and m.size_b == size_b]
+    in_family = [m for m in models() if family and m.family.lower() == family.lower()]
+    if size_b is None and len({m.size for m in in_family}) == 1:
+        size_b = in_family[0].size_b  # a family published at one size names it without one (DeepSeek-Coder-V2-Lite, Devstral-Small)
+    candidates = [m for m in in_family if m.size_b == size_b]
     if len(candidates) == 1 and candidates[0].family in ("Phind", "WizardCoder", "Command R"):
         return candidates[0]
     wanted = {"code": "base", None: "base"}.get(flavor, flavor)

@@ -30,7 +30,7 @@ class BuiltinModel:
     def members(self) -> list[tuple[str, str]]:
         """(package, path inside its wheel) for each part, in concatenation order."""
         return [
-            (pkg, self.member.format(module=pkg.replace("-", "_"), index=i))
+            (pkg, self.member.format(module=pkg.replace("-", "_"), index=i, part=i - 1))
             for i, pkg in enumerate(self.packages, start=1)
         ]
 

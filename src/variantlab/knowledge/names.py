@@ -20,6 +20,7 @@ from .quants import FileType, file_types
 
 _QUANT_ALIASES = {"FP16": "F16", "FP32": "F32", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q3_K": "Q3_K_M"}
 _SIZE = re.compile(r"(?<![a-z0-9.])(?:(?P<experts>\d+)x)?(?P<num>\d+(?:\.\d+)?)(?P<unit>[bm])(?![a-z0-9])")
+_ACTIVE = re.compile(r"(?<![a-z0-9])a(?P<num>\d+(?:\.\d+)?)b(?![a-z0-9])")  # "30b-a3b": 3 B active per token
 _VERSION = re.compile(r"(?<![a-z0-9])v\d+(?:\.\d+)*(?![a-z0-9])")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}$")
 
@@ -33,6 +34,7 @@ class VariantName:
     family: str | None = None
     size_b: float | None = None
     experts: int | None = None
+    active_b: float | None = None
     flavor: str | None = None
     flavor_from: str | None = None
     fine_tune: str | None = None
@@ -140,7 +142,12 @@ def _take_size(text: str, result: VariantName, spans: list[tuple[int, int]]) -> 
         value = float(m["num"]) / (1000 if m["unit"] == "m" else 1)
         result.size_b = round(value, 3)
         result.experts = int(m["experts"]) if m["experts"] else None
-        return
+        break
+    for m in _ACTIVE.finditer(text):
+        if not _overlaps(m.span(), spans):
+            spans.append(m.span())
+            result.active_b = float(m["num"])
+            return
 
 
 def _take_version(text: str, result: VariantName, spans: list[tuple[int, int]]) -> None:
@@ -187,6 +194,8 @@ def _explanations(v: VariantName) -> dict[str, str]:
         out["family"] = f"{v.family}, a model family by {fam['maker']}"
     if v.size_b is not None:
         out["size"] = f"about {v.size_b:g} billion parameters" + (f" in {v.experts} experts" if v.experts else "")
+        if v.active_b is not None:
+            out["size"] += f", about {v.active_b:g} billion of them read per token (a mixture of experts)"
     if v.fine_tune:
         tune = next(t for t in names["fine_tune"] if t["name"] == v.fine_tune)
         out["flavor"] = tune["text"]
