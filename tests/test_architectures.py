@@ -4,6 +4,8 @@ context that fits, the command line of a plan, and the refusals of self-contradi
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import shlex
 from dataclasses import replace
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_gguf import write_arch_model
+from variantlab.engine.child import EngineProcess
+from variantlab.engine.settings import EngineSettings
 from variantlab.errors import ModelFileError
 from variantlab.fit import (
     FitRequest,
@@ -23,9 +27,11 @@ from variantlab.fit import (
     network_from_catalog,
     network_from_file,
 )
-from variantlab.knowledge.catalog import find_variant
+from variantlab.knowledge.catalog import CatalogVariant, find_variant
 from variantlab.knowledge.layers import layer_memory
 from variantlab.knowledge.names import explain_name
+from variantlab.store import Store
+from variantlab.twin import _catalog_source, make_twin, remove_twin
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -230,3 +236,81 @@ def test_catalog_gemma_matches_the_real_file_tensor_for_tensor(gemma_model: str)
            [(t.name, t.type, t.dims) for t in sorted(real.tensors, key=lambda t: t.name)]
     assert [layer.kind for layer in predicted.layers] == [layer.kind for layer in real.layers]
     assert abs(predicted.file_bytes - real.file_bytes) <= 0.02 * real.file_bytes
+
+
+def _published_sizes() -> list[dict[str, str]]:
+    with (Path(__file__).parent / "data" / "published-gguf-sizes.csv").open() as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+@pytest.mark.parametrize("row", _published_sizes(), ids=lambda r: r["file"])
+def test_new_architectures_file_sizes_within_2_percent_of_published(row: dict[str, str]) -> None:
+    predicted = network_from_catalog(find_variant(row["file"])).file_bytes
+    published = float(row["size_gb"]) * 1e9
+    assert abs(predicted - published) <= 0.02 * published, f"{row['file']}: predicted {predicted / 1e9:.3f} GB"
+
+
+# -- against llama.cpp's own allocation --------------------------------------------------------
+
+
+def _tiny_variant(tag: str, **changes: object) -> CatalogVariant:
+    """A catalog model shrunk to test size, keeping its architecture and its kind of layers."""
+    variant = find_variant(tag)
+    extra = dict(variant.model.extra) | dict(changes.pop("extra", {}))  # type: ignore[call-overload]
+    model = dataclasses.replace(variant.model, extra=tuple(sorted(extra.items())), **changes)  # type: ignore[arg-type]
+    return CatalogVariant(model, variant.file_type)
+
+
+TINY = {
+    "mixture of experts (qwen3moe)": _tiny_variant(
+        "qwen3-coder:30b-instruct-q8_0", n_layers=2, n_embd=256, n_vocab=1024, n_heads=4, n_kv_heads=2,
+        extra={"expert_count": 8, "expert_used_count": 2, "expert_feed_forward_length": 256}),
+    "latent attention (deepseek2, Lite layout)": _tiny_variant(
+        "deepseek-coder-v2:16b-instruct-q8_0", n_embd=256, n_vocab=1024, n_ff=512, n_heads=4,
+        extra={"expert_count": 8, "expert_used_count": 2, "expert_feed_forward_length": 256}),
+    "sliding window (gemma3)": _tiny_variant("gemma-3:270m-base-q8_0", n_layers=6, n_vocab=1024),
+    "recurrent + experts (qwen3next)": _tiny_variant(
+        "qwen3-coder-next:80b-instruct-q8_0", n_layers=4, n_embd=256, n_vocab=1024, n_ff=512, n_heads=4, n_kv_heads=2,
+        extra={"expert_count": 8, "expert_used_count": 2, "expert_feed_forward_length": 256,
+               "expert_shared_feed_forward_length": 256, "ssm.inner_size": 512, "ssm.group_count": 2, "ssm.time_step_rank": 4,
+               "attention.key_length": 64, "attention.value_length": 64, "rope.dimension_count": 16}),
+}
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_fit_components_equal_llama_cpp_allocation(kind: str, tmp_path: Path) -> None:
+    # A twin of a tiny model of each kind, loaded by llama.cpp through the engine: the weights,
+    # KV cache and recurrent state llama.cpp reports allocating are what fit counts.
+    variant = TINY[kind]
+    source = _catalog_source(variant, tmp_path)
+    store = Store()
+    twin = make_twin(source, store)
+    try:
+        net = network_from_file(store.resolve(twin.name).path)
+        assert [t.name for t in net.tensors] == [t.name for t in network_from_catalog(variant).tensors]
+        for ctx in (1024, 4096):
+            with EngineProcess(str(store.resolve(twin.name).path), EngineSettings(n_ctx=ctx, load_mode="none")) as engine:
+                engine.call("time_prompt", n_prompt=64, seed=1)
+                buffers = engine.call("info")["buffers"]
+            est = estimate(net, FitRequest(ctx=ctx, ram_bytes=GIB, vram_bytes=0))
+            cache = buffers.get("KV", 0) + buffers.get("RS", 0)
+            assert abs(cache - est.kv_cache_bytes) <= 0.01 * MIB * 2, (kind, ctx, buffers, est.kv_cache_bytes)
+            assert abs(buffers["model"] - est.weights_bytes) <= 0.01 * MIB * 2, (kind, ctx, buffers, est.weights_bytes)
+    finally:
+        remove_twin(twin, store)
+
+
+def test_bench_at_depth_runs_on_a_recurrent_model(tmp_path: Path) -> None:
+    # a recurrent state cannot drop the tokens a repetition added after the depth: the engine
+    # decodes the depth again instead of timing on a state that holds more than it says
+    from variantlab.bench import BenchPlan, bench_models
+
+    store = Store()
+    twin = make_twin(_catalog_source(TINY["recurrent + experts (qwen3next)"], tmp_path), store)
+    try:
+        plan = BenchPlan(n_prompt=32, n_gen=8, reps=2, n_depth=256, settings=EngineSettings(n_ctx=1024), explicit_ctx=True)
+        result = bench_models([twin.name], plan, store=store)[0]
+        assert result.ok, result.error
+        assert result.n_depth == 256 and result.gen_tokens_per_s > 0
+    finally:
+        remove_twin(twin, store)

@@ -58,7 +58,8 @@ class _Service:
     def info(self) -> dict[str, Any]:
         e = self.engine
         return {"load_s": e.load_s, "n_ctx_train": e.n_ctx_train, "n_vocab": e.n_vocab,
-                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes(), "system_info": system_info()}
+                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes(), "system_info": system_info(),
+                "buffers": dict(e.buffers)}
 
     def special_tokens(self) -> dict[str, str]:
         """BOS and EOS as text, which chat templates write into the prompt."""

@@ -12,9 +12,10 @@ import codecs
 import contextlib
 import ctypes
 import random
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..errors import EngineError
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
 
 _LOG_LINES: deque[str] = deque(maxlen=200)
+_BUFFER_LINES: list[str] = []  # llama.cpp's "... buffer size = N MiB" lines since the last load began
 _LOG_CALLBACK: Any = None
 
 
@@ -36,12 +38,29 @@ def _capture_llama_logs(listener: Callable[[bytes], None] | None = None) -> None
 
     @L.llama_log_callback
     def _on_log(level: int, text: bytes, user_data: Any) -> None:
-        _LOG_LINES.append(text.decode("utf-8", errors="replace"))
+        line = text.decode("utf-8", errors="replace")
+        _LOG_LINES.append(line)
+        if "buffer size" in line:
+            _BUFFER_LINES.append(line)
         if listener is not None:
             listener(text)
 
     _LOG_CALLBACK = _on_log
     L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+_BUFFER = re.compile(r"\b(?P<kind>KV|RS|model|compute|output) buffer size =\s+(?P<mib>[\d.]+) MiB")
+
+
+def allocated_buffers(lines: Iterable[str]) -> dict[str, int]:
+    """llama.cpp's own allocation report from its load log: bytes per buffer kind (model
+    weights, KV cache, recurrent state, compute, output), summed over devices; the figures
+    fit's components are checked against."""
+    found: dict[str, int] = {}
+    for line in lines:
+        for m in _BUFFER.finditer(line):
+            found[m["kind"]] = found.get(m["kind"], 0) + round(float(m["mib"]) * (1 << 20))
+    return found
 
 
 def llama_reason() -> str:
@@ -130,6 +149,7 @@ class LlamaEngine:
         L.llama_backend_init()
         self.settings = settings = settings.resolved()
         t0 = time.perf_counter()
+        _BUFFER_LINES.clear()  # what follows is this load's allocation report
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = settings.n_gpu_layers
         mparams.load_mode = LOAD_MODES[settings.load_mode]
@@ -139,6 +159,7 @@ class LlamaEngine:
         self.n_ctx_train = L.llama_model_n_ctx_train(self.model)
         self.ctx = self._new_context(settings)
         self.load_s = time.perf_counter() - t0
+        self.buffers = allocated_buffers(_BUFFER_LINES)
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.batch = L.llama_batch_init(settings.n_batch, 0, settings.n_seq_max)
@@ -228,9 +249,8 @@ class LlamaEngine:
     def _fill_depth(self, depth: int) -> None:
         """Sequence 0 holding ``depth`` random tokens and nothing after them (llama-bench's ``-d``).
         The depth is decoded once and kept: later tests only cut what they added after it."""
-        if depth and self._depth_filled == depth:
-            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), 0, depth, -1)
-            return
+        if depth and self._depth_filled == depth and L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), 0, depth, -1):
+            return  # a recurrent state cannot drop a tail (seq_rm says no): decode the depth again
         self.clear()
         if depth:
             self.decode_prompt(self.random_tokens(depth, seed=-1))

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import UnknownModelError
 from . import load_data
+from .layers import recurrent_layers
 from .names import VariantName, explain_name
 from .quant_rules import ModelShape, supported_file_types
 from .quants import FileType, file_type, ladder
@@ -117,32 +118,41 @@ class CatalogModel:
             "n_ff_shexp": int(hp.get("expert_shared_feed_forward_length", n_ff_exp * int(hp.get("expert_shared_count", 0)))),
             "n_lora_kv": lora_kv, "n_kv_a": lora_kv + n_rot, "n_qk_nope": k_mla - n_rot,
             "n_embd_q_mla": self.n_heads * k_mla, "n_embd_v_mla": v_mla, "n_embd_o_mla": self.n_heads * v_mla,
-            "n_heads": self.n_heads,
+            "n_heads": self.n_heads, "n_embd_q_gated": 2 * n_embd_q,
+            # a gated delta net's projections (Qwen3-Next's recurrent layers)
+            "ssm_kernel": int(hp.get("ssm.conv_kernel", 0)), "ssm_state": int(hp.get("ssm.state_size", 0)),
+            "ssm_inner": int(hp.get("ssm.inner_size", 0)), "ssm_dt_rank": int(hp.get("ssm.time_step_rank", 0)),
+            "ssm_ba": 2 * int(hp.get("ssm.time_step_rank", 0)),
+            "ssm_conv_dim": 2 * int(hp.get("ssm.group_count", 0)) * int(hp.get("ssm.state_size", 0)) + int(hp.get("ssm.inner_size", 0)),
         }
 
-    def _layer_kind(self, index: int) -> str:
-        """"dense_lead" for the leading dense blocks of a mixture-of-experts model, else "moe" or "dense"."""
-        hp = dict(self.extra)
-        if not hp.get("expert_count"):
-            return "dense"
-        return "dense_lead" if index < int(hp.get("leading_dense_block_count", 0)) else "moe"
+    def _layer_kinds(self) -> list[set[str]]:
+        """Per block, the kinds architectures.toml's ``layers`` filters name: the feed-forward
+        ("dense"; "dense_lead" and "moe" in a mixture of experts) and the mixer ("attention" or
+        "recurrent")."""
+        hp = self.hparams()
+        lead = int(hp.get("leading_dense_block_count", 0))
+        recurrent = recurrent_layers(self.architecture, hp, self.n_layers, self.tag)
+        moe = bool(hp.get("expert_count"))
+        return [{("dense_lead" if i < lead else "moe") if moe else "dense", "recurrent" if recurrent[i] else "attention"}
+                for i in range(self.n_layers)]
 
     def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
         """The tensors a GGUF of this model holds (name, dims), in llama.cpp's quantizer order."""
         layout = load_data("architectures.toml")[self.architecture]
         dims = self.dimensions()
 
-        def expand(entries: list[dict[str, Any]], prefix: str, kind: str = "dense") -> list[tuple[str, tuple[int, ...]]]:
+        def expand(entries: list[dict[str, Any]], prefix: str, kinds: set[str]) -> list[tuple[str, tuple[int, ...]]]:
             return [
                 (prefix + e["name"], tuple(dims[d] for d in e["dims"]))
                 for e in entries
-                if not (e.get("unless_tied") and not self.output_tensor) and kind in e.get("layers", (kind,))
+                if not (e.get("unless_tied") and not self.output_tensor) and ("layers" not in e or kinds & set(e["layers"]))
             ]
 
-        found = [t for t in expand(layout["globals"], "") if t[0] == "token_embd.weight"]
-        for i in range(self.n_layers):
-            found += expand(layout["layer"], f"blk.{i}.", self._layer_kind(i))
-        return found + [t for t in expand(layout["globals"], "") if t[0] != "token_embd.weight"]
+        found = [t for t in expand(layout["globals"], "", set()) if t[0] == "token_embd.weight"]
+        for i, kinds in enumerate(self._layer_kinds()):
+            found += expand(layout["layer"], f"blk.{i}.", kinds)
+        return found + [t for t in expand(layout["globals"], "", set()) if t[0] != "token_embd.weight"]
 
 
 @dataclass(frozen=True)

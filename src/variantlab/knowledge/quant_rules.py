@@ -176,7 +176,7 @@ def tensor_types(
     found = []
     for name, dims, source_type in tensors:
         if not quantizable(name, len(dims)):
-            found.append(source_type or ("F32" if len(dims) < 2 else "F16"))
+            found.append(source_type or _source_type(name, dims))
             continue
         if base in ("F32", "F16", "BF16"):
             found.append(base)
@@ -188,6 +188,13 @@ def tensor_types(
         layer = named if shape.n_experts > 1 and named is not None else index
         found.append(_choose(rules, tensor_role, _Context(shape, file_type, base, layer, dims[0], imatrix)))
     return found
+
+
+def _source_type(name: str, dims: tuple[int, ...]) -> str:
+    """The type a converted (F16) file gives a tensor the quantizer leaves alone."""
+    if len(dims) < 2 or any(part in name for part in _rules()["never_quantize"]["f32_source"]):
+        return "F32"
+    return "F16"
 
 
 def _choose(rules: list[dict[str, Any]], tensor_role: str, ctx: _Context) -> str:
