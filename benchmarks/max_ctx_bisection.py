@@ -35,13 +35,13 @@ def peak_at(path: str, ctx: int) -> int:
 
 def measured_max(path: str, budget: int, guess: int, limit: int) -> tuple[int, list[tuple[int, int]]]:
     """The largest multiple of 256 whose measured peak fits ``budget``, bracketed from ``guess``."""
-    seen: list[tuple[int, int]] = []
+    seen: dict[int, int] = {}
 
     def fits(k: int) -> bool:
-        peak = peak_at(path, k * STEP)
-        seen.append((k * STEP, peak))
-        print(f"  ctx {k * STEP}: peak {peak / MIB:.1f} MiB ({'fits' if peak <= budget else 'over'})", file=sys.stderr, flush=True)
-        return peak <= budget
+        if k * STEP not in seen:  # each context is measured once
+            seen[k * STEP] = peak_at(path, k * STEP)
+            print(f"  ctx {k * STEP}: peak {seen[k * STEP] / MIB:.1f} MiB", file=sys.stderr, flush=True)
+        return seen[k * STEP] <= budget
 
     lo, hi = guess // STEP, guess // STEP + 1
     width = 1
@@ -53,7 +53,7 @@ def measured_max(path: str, budget: int, guess: int, limit: int) -> tuple[int, l
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo * STEP, sorted(seen)
+    return lo * STEP, sorted(seen.items())
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .explain import Disagreement, VariantName, compare_with_file, explain_name
 from .files import ProgressFn, no_progress, sha256_file
+from .knowledge.layers import experts, layer_memory
 from .modelfile import ModelFile, read_model_file
 from .store import ResolvedModel, Store
 
@@ -44,6 +45,7 @@ def model_report(info: ModelFile, resolved: ResolvedModel, sha256: str) -> dict[
         "feed_forward_length": info.feed_forward_length,
         "head_dim": info.head_dim,
         "vocab_size": info.vocab_size,
+        **_layout(info),
         "tensor_types": [
             {"type": t.type, "n_tensors": t.n_tensors, "n_elements": t.n_elements,
              "bytes": t.n_bytes, "share_of_bytes": round(t.share_of_bytes, 6)}
@@ -54,6 +56,20 @@ def model_report(info: ModelFile, resolved: ResolvedModel, sha256: str) -> dict[
         "tokenizer_model": info.tokenizer_model,
         "license": info.license,
         "sha256": sha256,
+    }
+
+
+def _layout(info: ModelFile) -> dict[str, Any]:
+    """Experts and the kinds of cache layer (what makes memory and speed differ from a dense model)."""
+    routing = experts(info.hparams, str(info.path))
+    kinds: dict[str, int] = {}
+    if info.n_layers:
+        for layer in layer_memory(info.architecture, info.hparams, str(info.path)):
+            kinds[layer.kind] = kinds.get(layer.kind, 0) + 1
+    return {
+        "experts": {"count": routing.count, "used": routing.used} if routing else None,
+        "sliding_window": int(info.hparams.get("attention.sliding_window") or 0) or None,
+        "cache_layers": kinds,
     }
 
 

@@ -41,6 +41,9 @@ def render(r: dict[str, Any]) -> None:
         ("attention heads / KV heads", f"{r['n_heads']} / {r['n_kv_heads']}"),
         ("embedding size", r["embedding_length"]),
         ("native context", r["context_length"]),
+        ("experts", f"{r['experts']['used']} of {r['experts']['count']} per token" if r.get("experts") else "dense (no experts)"),
+        ("cache layers", ", ".join(f"{n} {k}" for k, n in (r.get("cache_layers") or {}).items())
+         + (f" (window {r['sliding_window']})" if r.get("sliding_window") else "")),
         ("vocabulary", r["vocab_size"]),
         ("tokenizer", r["tokenizer_model"] or "-"),
         ("chat template", "embedded" if r["has_chat_template"] else "none"),
