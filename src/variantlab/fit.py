@@ -64,6 +64,7 @@ class Network:
     experts: Experts | None = None
     catalog: CatalogVariant | None = field(default=None, repr=False)
     path: str | None = None  # the file on disk, or the published file name of a catalog variant
+    tokenizer: str | None = None  # llama.cpp's tokenizer model: "gpt2" (BPE), "llama" (SentencePiece), …
 
     @property
     def weights_bytes(self) -> int:
@@ -179,6 +180,7 @@ def network_from_file(path: Any, label: str | None = None) -> Network:
         n_vocab=mf.vocab_size or 0, max_ctx=context_limit(mf.context_length, mf.hparams),
         header_bytes=mf.data_offset, tensors=mf.tensors,
         layers=layer_memory(mf.architecture, mf.hparams, where), experts=experts(mf.hparams, where), path=str(path),
+        tokenizer=mf.tokenizer_model,
     )
 
 
@@ -206,7 +208,7 @@ def network_from_catalog(variant: CatalogVariant) -> Network:
         n_embd=model.n_embd, n_ff=model.n_ff, n_vocab=model.n_vocab,
         max_ctx=model.max_ctx, header_bytes=header_bytes, tensors=tensors,
         layers=layer_memory(model.architecture, hp, variant.tag), experts=experts(hp, variant.tag), catalog=variant,
-        path=variant.file_name,
+        path=variant.file_name, tokenizer=model.tokenizer,
     )
 
 
@@ -252,7 +254,9 @@ def compute_bytes(net: Network, ctx: int, n_ubatch: int, on_gpu: bool = False) -
 
 def overhead_bytes(net: Network, n_seq: int) -> int:
     facts = _memory_facts()
-    return facts["runtime_bytes"] + net.n_vocab * facts["vocab_bytes_per_token"] + n_seq * net.n_vocab * 4
+    per_token = facts["vocab_bytes_per_token"]
+    vocab = net.n_vocab * per_token.get(net.tokenizer or "", per_token["default"])
+    return facts["runtime_bytes"] + vocab + n_seq * net.n_vocab * 4
 
 
 @dataclass(frozen=True)
