@@ -16,16 +16,14 @@ against a real llama.cpp load.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 
 from variantlab.engine.child import EngineProcess
 from variantlab.engine.settings import EngineSettings
-from variantlab.errors import VariantlabError
 from variantlab.fit import FitRequest, Network, estimate, network_for
 from variantlab.store import Store
-from variantlab.twin import twin_for
+from variantlab.twin import file_or_twin
 
 MIB = 1 << 20
 DEFAULT_MODELS = ["qwen2.5-coder-0.5b-instruct:q4_k_m", "qwen2.5-coder-1.5b-instruct:q4_k_m"]
@@ -50,14 +48,8 @@ def main() -> int:
     rows = []
     for name in args.models:
         net = network_for(name, store)
-        with contextlib.ExitStack() as stack:
-            try:
-                path = str(store.resolve(name).path)
-                how = "file"
-            except VariantlabError:
-                twin = stack.enter_context(twin_for(name, keep=False, store=store))
-                path, how = str(store.resolve(twin.name).path), "twin"
-            rows += _measure_model(name, how, net, path, args.ctx)
+        with file_or_twin(name, store=store) as (path, how):
+            rows += _measure_model(name, how, net, str(path), args.ctx)
     _print(rows, args.json)
     return 0 if all(r["within_tolerance"] for r in rows) else 1
 

@@ -26,10 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_cpp_tools import ensure_tools  # noqa: E402
-from variantlab.errors import VariantlabError  # noqa: E402
 from variantlab.fit import FitRequest, command_line, estimate, network_for  # noqa: E402
 from variantlab.store import Store  # noqa: E402
-from variantlab.twin import twin_for  # noqa: E402
+from variantlab.twin import file_or_twin  # noqa: E402
 
 MIB = 1 << 20
 BUFFER = re.compile(r"(?P<device>[\w_]+)\s+(?P<kind>KV|RS|model|compute|output) buffer size =\s+(?P<mib>[\d.]+) MiB")
@@ -79,15 +78,10 @@ def main() -> int:
     rows = []
     for name in args.models:
         net = network_for(name, store)
-        with contextlib.ExitStack() as stack:
-            try:
-                path, how = str(store.resolve(name).path), "file"
-            except VariantlabError:
-                twin = stack.enter_context(twin_for(name, keep=False, store=store))
-                path, how = str(store.resolve(twin.name).path), "twin"
+        with file_or_twin(name, store=store) as (path, how):
             for ctx in args.ctx:
                 est = estimate(net, FitRequest(ctx=ctx, ram_bytes=1 << 40, vram_bytes=0))
-                argv = shlex.split(command_line(est, path, "llama-server"))
+                argv = shlex.split(command_line(est, str(path), "llama-server"))
                 reported = run_server([server, *argv[1:]])
                 kv = reported.get("KV", 0.0) + reported.get("RS", 0.0)
                 rows.append({

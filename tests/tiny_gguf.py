@@ -168,17 +168,11 @@ def write_arch_model(path: Path, arch: str, hparams: dict[str, object], tensors:
                      *, n_vocab: int = 32) -> Path:
     """A header of any architecture with F32 zero tensors of the given GGUF dims (row length first):
     what the memory layout and the layout checks read, for architecture kinds nothing here ships."""
+    from variantlab.twin import add_metadata  # the GGUF types a twin's header gives each key
+
     writer = gguf.GGUFWriter(str(path), arch)
     for key, value in hparams.items():
-        full = f"{arch}.{key}"
-        if isinstance(value, bool):
-            writer.add_bool(full, value)
-        elif isinstance(value, int):
-            writer.add_uint32(full, value)
-        elif isinstance(value, float):
-            writer.add_float32(full, value)
-        else:
-            writer.add_array(full, list(value))  # type: ignore[arg-type]
+        add_metadata(writer, f"{arch}.{key}", value)
     writer.add_tokenizer_model("gpt2")
     writer.add_token_list([f"t{i}" for i in range(n_vocab)])
     for name, dims in tensors:

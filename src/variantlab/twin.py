@@ -33,7 +33,7 @@ import gguf
 
 from .bench import BenchPlan, BenchResult, MeasuredFit, bench_models, fit_measured
 from .engine import random_rows
-from .errors import EngineError, StoreError, UnknownModelError, UsageError
+from .errors import EngineError, MissingFileError, ModelFileError, StoreError, UnknownModelError, UsageError
 from .files import ProgressFn, no_progress
 from .fit import FitRequest, gguf_file_bytes, network_from_catalog
 from .knowledge.catalog import CatalogVariant, find_variant
@@ -164,11 +164,11 @@ def _describe(writer: gguf.GGUFWriter, variant: CatalogVariant) -> None:
     writer.add_file_type(variant.file_type.id)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for key, value in model.hparams().items():
-        _add_value(writer, f"{arch}.{key}", value)
+        add_metadata(writer, f"{arch}.{key}", value)
     _tokenizer(writer, model.tokenizer, model.n_vocab)
 
 
-def _add_value(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
+def add_metadata(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
     """One metadata key with the GGUF type the converter gives it: counts uint32, ratios float32."""
     if isinstance(value, bool):
         writer.add_bool(key, value)
@@ -356,6 +356,20 @@ def twin_for(ref: str | TwinSource, *, keep: bool = False, store: Store | None =
             remove_twin(twin, store)
 
 
+@contextlib.contextmanager
+def file_or_twin(ref: str, *, store: Store | None = None, progress: ProgressFn = no_progress) -> Iterator[tuple[Path, str]]:
+    """The stored or local file ``ref`` names, or else a twin of it for the duration:
+    (path, "file" or "twin"), so one measurement serves models on disk and catalog variants."""
+    store = store or Store()
+    try:
+        path = store.resolve(ref).path
+    except (UnknownModelError, StoreError, ModelFileError, MissingFileError):
+        with twin_for(ref, store=store, progress=progress) as twin:
+            yield store.resolve(twin.name).path, "twin"
+        return
+    yield path, "file"
+
+
 # -- measuring ----------------------------------------------------------------------------------
 
 
@@ -402,5 +416,5 @@ def measure_fit(ref: str, request: FitRequest, *, keep: bool = False, store: Sto
     return TwinMeasurement(twin, keep, fit=measured)
 
 
-__all__ = ["GENERATOR", "TwinFile", "TwinMeasurement", "TwinSource", "check_disk", "make_twin", "measure_fit",
-           "measure_twins", "remove_twin", "twin_for", "twin_source", "write_twin"]
+__all__ = ["GENERATOR", "TwinFile", "TwinMeasurement", "TwinSource", "add_metadata", "check_disk", "file_or_twin", "make_twin",
+           "measure_fit", "measure_twins", "remove_twin", "twin_for", "twin_source", "write_twin"]
