@@ -30,7 +30,7 @@ from .errors import MissingFileError, ModelFileError, StoreError, UnknownModelEr
 from .hardware import gpus, ram_available_bytes
 from .knowledge import load_data
 from .knowledge.catalog import CatalogVariant, find_variant
-from .knowledge.layers import Experts, LayerMemory, check_layout, experts, layer_memory
+from .knowledge.layers import Experts, LayerMemory, check_layout, experts, is_expert_tensor, kind_counts, layer_memory
 from .knowledge.quant_rules import supported_file_types, tensor_types
 from .knowledge.quants import file_types, quant_types
 from .modelfile import TensorEntry, bytes_read_per_token, read_model_file
@@ -237,8 +237,8 @@ def layer_cache_bytes(layer: LayerMemory, ctx: int, kv_type: str, n_ubatch: int 
 
 def kv_cache_bytes(net: Network, ctx: int, kv_type: str, n_layers: int | None = None, n_ubatch: int = 512, n_seq: int = 1) -> int:
     """The cache of every layer, or of the last ``n_layers`` (the ones offloaded first)."""
-    layers = net.layers if n_layers is None else net.layers[len(net.layers) - n_layers:] if n_layers else ()
-    return sum(layer_cache_bytes(layer, ctx, kv_type, n_ubatch, n_seq) for layer in layers)
+    count = len(net.layers) if n_layers is None else n_layers
+    return sum(layer_cache_bytes(layer, ctx, kv_type, n_ubatch, n_seq) for layer in net.layers[len(net.layers) - count:])
 
 
 def compute_bytes(net: Network, ctx: int, n_ubatch: int, on_gpu: bool = False) -> int:
@@ -285,11 +285,6 @@ def _layer_weights(net: Network) -> tuple[list[int], list[int], int, int]:
     return per_layer, expert, head, embd
 
 
-def is_expert_tensor(name: str) -> bool:
-    """A routed-expert tensor (ffn_gate_exps, ffn_up_exps, ffn_down_exps): what --n-cpu-moe keeps in RAM."""
-    return "_exps." in name
-
-
 # -- the estimate ------------------------------------------------------------------------------
 
 
@@ -309,9 +304,6 @@ def estimate(net: Network, request: FitRequest) -> Estimate:
     gpu = _gpu_bytes(net, req, place)
     cpu = total - _offloaded_bytes(net, req, place)
     fits = cpu <= ram and gpu <= vram
-    kinds: dict[str, int] = {}
-    for layer in net.layers:
-        kinds[layer.kind] = kinds.get(layer.kind, 0) + 1
     return Estimate(
         variant=net.label, source=net.source, file_type=net.file_type, ctx=req.ctx, kv_type=req.kv_type,
         file_bytes=net.file_bytes, weights_bytes=weights, kv_cache_bytes=kv, compute_bytes=compute_cpu,
@@ -320,7 +312,7 @@ def estimate(net: Network, request: FitRequest) -> Estimate:
         vram_budget_bytes=vram, fits=fits, verdict=_verdict(fits, place.gpu_layers, net.n_layers),
         headroom_bytes=(ram - cpu) + (vram - gpu if place.gpu_layers else 0), max_ctx=net.max_ctx,
         expert_bytes=net.expert_bytes, experts=f"{net.experts.used} of {net.experts.count}" if net.experts else None,
-        cpu_moe_layers=place.cpu_moe if place.gpu_layers else 0, kv_layers=kinds,
+        cpu_moe_layers=place.cpu_moe if place.gpu_layers else 0, kv_layers=kind_counts(net.layers),
     )
 
 

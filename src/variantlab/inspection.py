@@ -8,7 +8,7 @@ from typing import Any
 
 from .explain import Disagreement, VariantName, compare_with_file, explain_name
 from .files import ProgressFn, no_progress, sha256_file
-from .knowledge.layers import experts, layer_memory
+from .knowledge.layers import experts, kind_counts, layer_memory
 from .modelfile import ModelFile, read_model_file
 from .store import ResolvedModel, Store
 
@@ -62,10 +62,7 @@ def model_report(info: ModelFile, resolved: ResolvedModel, sha256: str) -> dict[
 def _layout(info: ModelFile) -> dict[str, Any]:
     """Experts and the kinds of cache layer (what makes memory and speed differ from a dense model)."""
     routing = experts(info.hparams, str(info.path))
-    kinds: dict[str, int] = {}
-    if info.n_layers:
-        for layer in layer_memory(info.architecture, info.hparams, str(info.path)):
-            kinds[layer.kind] = kinds.get(layer.kind, 0) + 1
+    kinds = kind_counts(layer_memory(info.architecture, info.hparams, str(info.path))) if info.n_layers else {}
     return {
         "experts": {"count": routing.count, "used": routing.used} if routing else None,
         "sliding_window": int(info.hparams.get("attention.sliding_window") or 0) or None,

@@ -26,6 +26,7 @@ from . import config
 from .errors import MissingFileError, ModelFileError
 from .files import atomic_write_text
 from .knowledge import load_data
+from .knowledge.layers import experts, is_expert_tensor
 from .knowledge.quant_rules import layer_of
 from .knowledge.quants import file_type_by_id
 from .text import clean_text
@@ -165,7 +166,7 @@ def bytes_read_per_token(tensors: list[TensorEntry], expert_share: float = 1.0) 
     embedding is a lookup of one row, unless the model ties it to the output projection
     (no output.weight), when the whole matrix is read as the output layer; and of a mixture
     of experts' routed-expert tensors (``*_exps``) only the share the router picks."""
-    total = sum(t.n_bytes * (expert_share if "_exps." in t.name else 1.0) for t in tensors)
+    total = sum(t.n_bytes * (expert_share if is_expert_tensor(t.name) else 1.0) for t in tensors)
     if any(t.name == "output.weight" for t in tensors):
         total -= sum(t.n_bytes for t in tensors if t.name == "token_embd.weight")
     return round(total)
@@ -211,8 +212,11 @@ class ModelFile:
 
     @property
     def bytes_read_per_token(self) -> int:
-        count, used = int(self.hparams.get("expert_count") or 0), int(self.hparams.get("expert_used_count") or 0)
-        return bytes_read_per_token(self.tensors, used / count if count > 1 and 0 < used <= count else 1.0)
+        try:
+            routing = experts(self.hparams, str(self.path))
+        except ModelFileError:  # a routing the header contradicts: count every expert (fit refuses such a file)
+            routing = None
+        return bytes_read_per_token(self.tensors, routing.active_share if routing else 1.0)
 
 
 def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:

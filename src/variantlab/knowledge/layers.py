@@ -13,6 +13,7 @@ read one way. The architecture-specific defaults are data (``architectures.toml`
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,17 @@ class Experts:
 def _tables() -> dict[str, Any]:
     data = load_data("architectures.toml")
     return {"swa": data.get("swa", {}), "recurrent": data.get("recurrent", {})}
+
+
+def is_expert_tensor(name: str) -> bool:
+    """A routed-expert tensor (ffn_gate_exps, ffn_up_exps, ffn_down_exps): most of a mixture of
+    experts' bytes, read only in the router's share, and what --n-cpu-moe keeps in RAM."""
+    return "_exps." in name
+
+
+def kind_counts(layers: Sequence[LayerMemory]) -> dict[str, int]:
+    """How many layers of each cache kind, in order of first appearance ({"sliding": 15, "full": 3})."""
+    return dict(Counter(layer.kind for layer in layers))
 
 
 def _bad(where: str, problem: str) -> ModelFileError:
@@ -158,7 +170,7 @@ def check_layout(arch: str, hp: Mapping[str, Any], tensors: Sequence[tuple[str, 
     the expert tensors do not have, a sliding window wider than the model's context."""
     routing = experts(hp, where)
     for name, dims in tensors:
-        if "_exps." in name and len(dims) == 3:
+        if is_expert_tensor(name) and len(dims) == 3:
             if routing is None:
                 raise _bad(where, f"tensor {name} holds {dims[2]} experts but the header declares no expert_count")
             if dims[2] != routing.count:
