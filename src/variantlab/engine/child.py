@@ -68,8 +68,13 @@ class _Service:
 
         return {"bos": e.token_text(llama_cpp.llama_vocab_bos(e.vocab)), "eos": e.token_text(llama_cpp.llama_vocab_eos(e.vocab))}
 
-    def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
-        return self.engine.fim_prompt(prefix, suffix)
+    def fim_prompt(self, prefix: str, suffix: str, extra: list[list[str]] | None = None, repo: str = "myproject",
+                   filename: str = "filename", budget: list[int] | None = None) -> list[int]:
+        return self.engine.fim_prompt(prefix, suffix, [(p, t) for p, t in extra or []], repo, filename,
+                                      (budget[0], budget[1], budget[2]) if budget else None)
+
+    def repo_level_fim(self) -> bool:
+        return self.engine.repo_level_fim()
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.engine.tokenize(text, add_special)

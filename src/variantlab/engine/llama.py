@@ -15,7 +15,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,10 @@ class Generation:
     prompt_s: float = 0.0
     first_token_s: float = 0.0
     gen_s: float = 0.0
+
+
+# llama-server's separator of extra context for a model without <|file_sep|> (its bytes, in server-common.cpp)
+SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"
 
 
 class _Sequence:
@@ -196,13 +200,13 @@ class LlamaEngine:
 
     # -- tokens ------------------------------------------------------------------------
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
         buf = (L.llama_token * (len(data) + 16))()
-        n = L.llama_tokenize(self.vocab, data, len(data), buf, len(buf), add_special, True)
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, len(buf), add_special, parse_special)
         if n < 0:
             buf = (L.llama_token * (-n))()
-            n = L.llama_tokenize(self.vocab, data, len(data), buf, len(buf), add_special, True)
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, len(buf), add_special, parse_special)
         return list(buf[:n])
 
     def piece(self, token: int, special: bool = False) -> bytes:
@@ -218,14 +222,37 @@ class LlamaEngine:
         """A token's text with special tokens spelled out, as chat templates write BOS and EOS."""
         return self.piece(token, special=True).decode("utf-8", "replace")
 
-    def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
-        """Prefix-suffix-middle tokens with the vocabulary's own FIM tokens, as llama-server's /infill."""
+    def fim_prompt(self, prefix: str, suffix: str, extra: Sequence[tuple[str, str]] = (), repo: str = "myproject",
+                   filename: str = "filename", budget: tuple[int, int, int] | None = None) -> list[int]:
+        """Prefix-suffix-middle tokens with the vocabulary's own FIM tokens, laid out as llama-server's /infill.
+
+        With repository-level tokens (Qwen2.5-Coder's ``<|repo_name|>`` and ``<|file_sep|>``) the
+        repository's name, the neighbouring files (``extra``: path and text) and the current file's
+        path come first, as the model's authors describe; code text is never read as special tokens.
+        ``budget`` caps the tokens of (prefix, suffix, extra): the prefix keeps its end, the suffix
+        its start and the extra files their end, nearest the hole (llama-server trims the same way).
+        """
         pre, suf, mid = (L.llama_vocab_fim_pre(self.vocab), L.llama_vocab_fim_suf(self.vocab), L.llama_vocab_fim_mid(self.vocab))
         if min(pre, suf, mid) < 0:
             raise EngineError("this model's vocabulary has no fill-in-the-middle tokens")
+        rep, sep = L.llama_vocab_fim_rep(self.vocab), L.llama_vocab_fim_sep(self.vocab)
+        head: list[int] = []
+        if rep >= 0:
+            head += [rep] + self.tokenize(f"{repo}\n", False, False)
+        for path, text in extra:
+            head += ([sep] + self.tokenize(f"{path}\n", False, False)) if sep >= 0 else self.tokenize(SNIPPET_SEPARATOR, False, False)
+            head += self.tokenize(text, False, False)
+        if sep >= 0:
+            head += [sep] + self.tokenize(f"{filename}\n", False, False)
+        before, after = self.tokenize(prefix, False, False), self.tokenize(suffix, False, False)
+        if budget is not None:
+            before, after, head = before[max(0, len(before) - budget[0]):], after[: budget[1]], head[max(0, len(head) - budget[2]):]
         bos = self.bos()
-        return ([bos] if bos is not None else []) + [pre] + self.tokenize(prefix, False) + [suf] \
-            + self.tokenize(suffix, False) + [mid]
+        return head + ([bos] if bos is not None else []) + [pre] + before + [suf] + after + [mid]
+
+    def repo_level_fim(self) -> bool:
+        """Whether the vocabulary has the repository-level FIM tokens (its model was trained with neighbouring files)."""
+        return L.llama_vocab_fim_rep(self.vocab) >= 0 and L.llama_vocab_fim_sep(self.vocab) >= 0
 
     def bos(self) -> int | None:
         return L.llama_vocab_bos(self.vocab) if L.llama_vocab_get_add_bos(self.vocab) else None

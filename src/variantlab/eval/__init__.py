@@ -5,9 +5,9 @@ variantlab's process, ``humaneval`` and ``infill`` define the suites, ``kld`` th
 of token distributions against a reference model.
 """
 
-from .reports import EvalReport, KldReport, SamplesReport, Scores
+from .reports import EvalReport, KldReport, RepoReport, SamplesReport, Scores
 from .run import EvalPlan, evaluate, score_samples
 from .sandbox import Limits, Outcome, Program, SandboxError, run_program, run_programs
 
-__all__ = ["EvalPlan", "EvalReport", "KldReport", "Limits", "Outcome", "Program", "SamplesReport", "SandboxError", "Scores",
+__all__ = ["EvalPlan", "EvalReport", "KldReport", "Limits", "Outcome", "Program", "RepoReport", "SamplesReport", "SandboxError", "Scores",
            "evaluate", "run_program", "run_programs", "score_samples"]

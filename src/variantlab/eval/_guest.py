@@ -1,7 +1,8 @@
 """Runs the untrusted code inside the sandbox (never imported by variantlab).
 
 Invoked as ``python -I -S -B _guest.py RX TX MEMORY CPU_S FILE_BYTES OPEN_FILES MODE HIDDEN...``
-with two pipe descriptors to the judge. In order, it:
+with two pipe descriptors to the judge, or (a repository's own tests) as ``python -I -B _guest.py
+RX TX MEMORY CPU_S FILE_BYTES OPEN_FILES MODE --pytest ARGS...``. In order, it:
 
 1. in ``plain`` mode only (no bubblewrap), leaves the network: a new user + network namespace;
 2. sets resource limits (address space, CPU seconds, file size, open files, no core dump);
@@ -13,6 +14,9 @@ with two pipe descriptors to the judge. In order, it:
    of installed packages (the benchmark's data among them);
 5. receives the code, executes it, and answers the judge's calls of the entry point with plain
    values. It never sees the tests, and it has no channel to a verdict: the judge decides.
+   With ``--pytest`` it runs the repository's selected tests instead, in this process, and sends
+   each test's outcome; there the code under test shares the process with its tests, as in any
+   test run, so the outcomes are the run's own report (docs/sandbox.md says what that means).
 """
 
 import os
@@ -174,7 +178,7 @@ def forget_ctypes():
         del sys.modules[name]
 
 
-def install_guard(workdir, hidden):
+def install_guard(workdir, hidden, allow_native=False):
     """The audit hook: the second layer, which also names what it refuses."""
     root = os.path.realpath(workdir) + os.sep
     hidden = tuple(os.path.realpath(h) + os.sep for h in hidden)
@@ -189,7 +193,7 @@ def install_guard(workdir, hidden):
         return realpath(str_(path)) + os.sep
 
     def inside(path):
-        return isinstance_(path, int_) or resolved(path).startswith(root)
+        return isinstance_(path, int_) or resolved(path).startswith(root) or resolved(path) == "/dev/null" + os.sep
 
     refused_always = {
         "os.fork": "starting a process", "os.forkpty": "starting a process", "os.system": "running a shell",
@@ -223,9 +227,11 @@ def install_guard(workdir, hidden):
             if args[0] not in (own_pid, 0):
                 raise PermissionError("sandbox: signalling another process")
             return
-        if event == "import" and args[0] in ("ctypes", "_ctypes"):
+        if event == "import" and args[0] in ("ctypes", "_ctypes") and not allow_native:
             raise PermissionError("sandbox: importing %s" % args[0])
         why = refused_always.get(event)
+        if allow_native and event.startswith("ctypes."):
+            return
         if why:
             raise PermissionError("sandbox: " + why)
 
@@ -275,20 +281,50 @@ def serve(rx, tx):
         _wire.send(tx, reply)
 
 
+def run_pytest(tx, args):
+    """Run a repository's selected tests (the working directory is its throw-away copy) and send
+    each test's outcome, then how the session ended."""
+    root = os.getcwd()
+    sys.path[:0] = [root] + ([os.path.join(root, "src")] if os.path.isdir(os.path.join(root, "src")) else [])
+    try:
+        import pytest
+    except ImportError:
+        _wire.send(tx, {"done": -1, "error": "pytest is not installed for %s" % sys.executable})
+        return
+
+    class Reporter:
+        def pytest_runtest_logreport(self, report):
+            if report.when == "call" or report.outcome != "passed":
+                _wire.send(tx, {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome})
+
+    code = pytest.main(args, plugins=[Reporter()])
+    _wire.send(tx, {"done": int(code)})
+
+
 def main():
     rx, tx = int(sys.argv[1]), int(sys.argv[2])
     memory_bytes, cpu_s, file_bytes, open_files = (int(v) for v in sys.argv[3:7])
-    mode, hidden = sys.argv[7], sys.argv[8:]
+    mode, hidden, pytest_args = sys.argv[7], sys.argv[8:], None
+    if "--pytest" in hidden:
+        cut = hidden.index("--pytest")
+        hidden, pytest_args = hidden[:cut], hidden[cut + 1:]
     layers = ["namespaces"] if mode == "bwrap" else (["netns"] if leave_network() else [])
     seccomp = install_seccomp()
     if seccomp:
         layers.append("seccomp")
-    forget_ctypes()
+    # A repository's tests may need native code (numpy, …): allowed only inside bubblewrap's
+    # namespaces under seccomp, where the audit hook is not the layer that confines.
+    allow_native = pytest_args is not None and mode == "bwrap" and seccomp
+    if not allow_native:
+        forget_ctypes()
     limit(memory_bytes, cpu_s, file_bytes, open_files, no_processes=not seccomp)
-    install_guard(os.getcwd(), hidden)
+    install_guard(os.getcwd(), hidden, allow_native)
     layers.append("audit")
     _wire.send(tx, {"isolation": "+".join(layers)})
-    serve(rx, tx)
+    if pytest_args is None:
+        serve(rx, tx)
+    else:
+        run_pytest(tx, pytest_args)
 
 
 main()

@@ -86,3 +86,38 @@ class KldReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RepoReport:
+    """A model's fill-in-the-middle on a repository's own code (recorded as run ``run_id``).
+
+    ``by_kind`` holds, for "line", "block", "body" and "all": holes, exact_match and
+    edit_similarity (fractions), and executed / passed (holes whose tests ran, and passed).
+    """
+
+    model: str
+    repository: str
+    revision: str
+    seed: int
+    kinds: list[str]
+    holes: int  # scored
+    by_kind: dict[str, dict[str, float | int]]
+    dropped: dict[str, int]  # why → holes left out by the canary
+    skipped_files: dict[str, int]  # why → files not cut
+    sandbox_isolation: str
+    sandbox_warning: str | None
+    repo_level_context: bool  # neighbouring files shown (repository-level FIM tokens)
+    generation_s: float
+    test_s: float
+    run_id: int | None = None
+    model_sha256: str | None = None
+    file_type: str | None = None
+    suite: str = "repo"
+    suite_version: str = ""
+    holes_sha256: str = ""
+    backend: str = "llama.cpp"
+    per_hole: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

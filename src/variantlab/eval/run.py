@@ -29,11 +29,12 @@ from ..modelfile import ModelFile, read_model_file
 from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
 from . import humaneval as he
-from . import infill
-from .reports import EvalReport, SamplesReport, Scores
-from .sandbox import Limits, Outcome, Program, canary_check, isolation_warning, run_programs, weakest_isolation
+from . import infill, repo, repo_suite
+from .generation import EngineFim
+from .reports import EvalReport, RepoReport, SamplesReport, Scores
+from .sandbox import REPO_LIMITS, Limits, Outcome, Program, canary_check, isolation_warning, run_programs, weakest_isolation
 
-SUITES = ("humaneval", "infill", "kld")
+SUITES = ("humaneval", "infill", "kld", "repo", "tasks")
 SUBSETS = ("all", "quick")
 QUICK_PROBLEMS = 20  # HumanEval problems in the stratified "quick" subset (see humaneval.stratified)
 # Each sequence's share of the context holds a prompt of up to this many tokens plus the output
@@ -55,10 +56,26 @@ class EvalPlan:
     limits: Limits = Limits()
     samples_out: Path | None = None
     settings: EngineSettings = EngineSettings()
+    # --suite repo:PATH
+    holes: int = 40
+    seed: int = 0
+    kinds: tuple[str, ...] = repo.KINDS
+    python: str | None = None  # the interpreter that runs the repository's tests (default: this one)
+    execute: bool = True
+
+    @property
+    def suite_kind(self) -> str:
+        """"humaneval", "infill", "kld", "repo" (repo:PATH) or "tasks" (tasks:FILE)."""
+        return self.suite.split(":", 1)[0] if self.suite.startswith(("repo:", "tasks:")) else self.suite
+
+    def repo_job(self) -> repo_suite.RepoJob:
+        limits = self.limits if self.limits != Limits() else REPO_LIMITS
+        return repo_suite.RepoJob(self.suite[len("repo:"):], self.holes, self.seed, self.kinds, self.execute, self.python, limits)
 
     def checked(self) -> EvalPlan:
-        if self.suite not in SUITES:
-            raise UsageError(f"unknown suite {self.suite!r}", hint=f"use one of {', '.join(SUITES)}")
+        if self.suite_kind not in SUITES or self.suite in ("repo:", "tasks:"):
+            raise UsageError(f"unknown suite {self.suite!r}",
+                             hint=f"use one of {', '.join(SUITES)}, repo:PATH (your repository) or tasks:FILE.jsonl (your tasks)")
         if self.subset not in SUBSETS:
             raise UsageError(f"unknown subset {self.subset!r}", hint=f"use one of {', '.join(SUBSETS)}")
         if self.subset == "quick" and (self.limit is not None or self.suite != "humaneval"):
@@ -141,11 +158,13 @@ def infill_tasks(limit: int | None) -> list[Task]:
 
 
 def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: ResultsDB | None = None,
-             progress: ProgressFn = no_progress, verify_hash: bool = False) -> EvalReport:
+             progress: ProgressFn = no_progress, verify_hash: bool = False) -> EvalReport | RepoReport:
     """Generate with the model, run every program in the sandbox, record and return the scores."""
     plan = plan.checked()
     if plan.suite == "kld":
         raise UsageError("the kld suite needs a reference model", hint="use evaluate_kld (CLI: --reference MODEL)")
+    if plan.suite_kind == "repo":
+        return evaluate_repo(ref, plan, store=store, db=db, progress=progress, verify_hash=verify_hash)
     resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
     info = read_model_file(resolved.path)
     problems = he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
@@ -290,3 +309,35 @@ def score_samples(path: Path, limits: Limits = Limits(), *, progress: ProgressFn
     return SamplesReport(**vars(scores), dataset_sha256=he.dataset_sha256(),
                          per_sample=[{"line": s.line, "task_id": s.task_id, "passed": o.passed, "result": o.reason}
                                      for s, o in zip(samples, outcomes)])
+
+
+def evaluate_repo(ref: str, plan: EvalPlan, *, store: Store | None = None, db: ResultsDB | None = None,
+                  progress: ProgressFn = no_progress, verify_hash: bool = False) -> RepoReport:
+    """Fill-in-the-middle on the user's repository through the engine (see ``repo_suite``)."""
+    plan = plan.checked()
+    resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
+    info = read_model_file(resolved.path)
+    infill.require_fim(resolved.label, info)
+    job = plan.repo_job()
+    prepared = repo_suite.prepare(job, progress)
+    run = _new_run(resolved, info, plan)
+    per_sequence = sum(repo_suite.BUDGET) + 64 + plan.max_tokens
+    settings = replace(plan.settings, n_seq_max=plan.parallel + 1, n_ctx=(plan.parallel + 1) * per_sequence)
+    with EngineProcess(str(resolved.path), settings) as engine:
+        backend = EngineFim(engine, repo_suite.BUDGET, {"temperature": plan.temperature, "seed": plan.settings.seed})
+        rows, gen_s, test_s, isolation = repo_suite.run_suite(backend, job, prepared, plan.max_tokens, progress)
+        run.engine_version = engine_version(engine.call("info")["system_info"])
+    report = repo_suite.report(resolved.label, job, prepared, rows, (gen_s, test_s), isolation, backend.repo_level,
+                               model_sha256=run.model_sha256, file_type=run.file_type)
+    return _record_repo(run, report, job, db)
+
+
+def _record_repo(run: Run, report: RepoReport, job: repo_suite.RepoJob, db: ResultsDB | None) -> RepoReport:
+    run.suite, run.suite_version, run.dataset_sha256 = "repo", repo.SUITE_VERSION, report.holes_sha256
+    run.settings.update({"repository": report.repository, "revision": report.revision, "seed": job.seed, "holes": job.holes,
+                         "kinds": list(job.kinds), "dropped": report.dropped, "sandbox_isolation": report.sandbox_isolation,
+                         "repo_level_context": report.repo_level_context})
+    run.metrics = repo_suite.metrics(report.by_kind)
+    with ResultsDB() if db is None else contextlib.nullcontext(db) as results_db:
+        results_db.record(run)
+    return replace(report, run_id=run.id)

@@ -373,3 +373,140 @@ def canary_check(passing: Sequence[Program | str], failing: Sequence[Program | s
             detail.append(f"{len(wrongly_passed)} known-wrong programs passed")
         raise SandboxError("the sandbox canary gate failed: " + "; ".join(detail) + "; no score was recorded",
                            hint="raise --timeout or the memory limit, or see docs/sandbox.md for what the sandbox needs")
+
+
+# -- a repository's own tests ----------------------------------------------------------------------
+
+REPO_MOUNT = "/repo"  # where the throw-away copy appears inside bubblewrap
+COPY_IGNORED = (".git", ".hg", ".venv", "venv", ".tox", ".nox", "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache")
+REPO_LIMITS = Limits(timeout_s=60.0, memory_bytes=2 << 30, file_bytes=64 << 20, open_files=256)
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """How one run of a repository's selected tests ended, test by test (node ids)."""
+
+    passed: frozenset[str]
+    failed: dict[str, str]  # node id -> "failed in call" (or setup, teardown)
+    finished: bool  # pytest reached the end of its session
+    exit_code: int | None
+    reason: str  # one line for a person: "12 passed", "timed out after 60 s", …
+    isolation: str
+    duration_s: float
+
+
+def run_repo_tests(tree: Path, changes: dict[str, str], node_ids: Sequence[str], limits: Limits = REPO_LIMITS,
+                   python: str | None = None) -> TestRun:
+    """Run ``node_ids`` (pytest's) in a throw-away copy of ``tree`` with ``changes`` (relative path → text)
+    written over it, confined as generated code is: bubblewrap where it works, else the weaker layers."""
+    limits = limits.checked()
+    scratch = Path(tempfile.mkdtemp(prefix="variantlab-repo-"))
+    try:
+        copy = scratch / "repo"
+        shutil.copytree(tree, copy, symlinks=True, ignore=shutil.ignore_patterns(*COPY_IGNORED))
+        for rel, text in changes.items():
+            (copy / rel).write_text(text, encoding="utf-8")
+        (copy / ".variantlab-tmp").mkdir(exist_ok=True)
+        return _run_tests(copy, list(node_ids), limits, python or sys.executable)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_tests(copy: Path, node_ids: list[str], limits: Limits, python: str) -> TestRun:
+    strong = _bwrap()
+    root = REPO_MOUNT if strong else str(copy)
+    args = ["-q", "-p", "no:cacheprovider", "--rootdir", root, "-o", "addopts=", *node_ids]
+    rx, tx = os.pipe()
+    guest = [python, "-I", "-B", "/sandbox/_guest.py" if strong else str(GUEST), str(tx), str(tx), str(limits.memory_bytes),
+             str(int(limits.timeout_s) + 1), str(limits.file_bytes), str(limits.open_files),
+             "bwrap" if strong else "plain", "--pytest", *args]
+    argv = [*_bwrap_repo_args(copy, python), *guest] if strong else guest
+    env = {**_ENV, "HOME": root, "TMPDIR": f"{root}/.variantlab-tmp"}
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # variantlab's own plugins are not the repository's
+    t0 = time.perf_counter()
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   pass_fds=(tx,), process_group=0, cwd="/" if strong else root, env=env)
+    except BaseException:
+        os.close(rx)
+        raise
+    finally:
+        os.close(tx)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _kill_group(process.pid)
+
+    timer = threading.Timer(limits.timeout_s, expire)
+    timer.start()
+    try:
+        frames = _read_frames(rx)
+    finally:
+        timer.cancel()
+        os.close(rx)
+        _kill_group(process.pid)
+        process.wait()
+    return _test_run(frames, time.perf_counter() - t0, limits, timed_out=expired.is_set())
+
+
+def _read_frames(fd: int) -> list[object]:
+    frames: list[object] = []
+    while len(frames) < 1_000_000:
+        try:
+            frames.append(_wire.receive(fd))
+        except (_wire.WireError, OSError):
+            break
+    return frames
+
+
+def _test_run(frames: list[object], duration: float, limits: Limits, timed_out: bool) -> TestRun:
+    passed, failed = set(), {}
+    isolation, exit_code, error = "", None, ""
+    for frame in frames:
+        if not isinstance(frame, dict):
+            continue
+        if "isolation" in frame:
+            isolation = str(frame["isolation"])
+        elif "done" in frame:
+            exit_code, error = int(frame["done"]) if isinstance(frame["done"], int) else -1, str(frame.get("error", ""))
+        elif isinstance(frame.get("nodeid"), str):
+            if frame.get("outcome") == "passed" and frame.get("when") == "call":
+                passed.add(frame["nodeid"])
+            elif frame.get("outcome") == "failed":
+                failed[frame["nodeid"]] = f"failed in {frame.get('when')}"
+    passed -= failed.keys()
+    finished = exit_code is not None and exit_code >= 0
+    if timed_out and not finished:
+        reason = f"timed out after {limits.timeout_s:g} s"
+    elif not finished:
+        reason = error or "the test run ended without finishing (crashed, killed or exited)"
+    else:
+        reason = f"{len(passed)} passed, {len(failed)} failed (pytest exit {exit_code})"
+    return TestRun(frozenset(passed), failed, finished, exit_code, reason, isolation, duration)
+
+
+def _bwrap_repo_args(copy: Path, python: str) -> list[str]:
+    """bubblewrap for a repository's tests: the system and the interpreter's packages read-only (the
+    tests need pytest and the project's dependencies), the copy writable at /repo, no network."""
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for prefix in sorted({os.path.realpath(sys.base_prefix), sys.prefix, _venv_of(python)} - {""}):
+        if not prefix.startswith("/usr/"):
+            args += ["--ro-bind", prefix, prefix]
+    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--proc", "/proc", "--dev", "/dev",
+             "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/tmp", "--bind", str(copy), REPO_MOUNT,
+             "--ro-bind", str(GUEST), "/sandbox/_guest.py", "--ro-bind", str(WIRE), "/sandbox/_wire.py",
+             "--chdir", REPO_MOUNT]
+    return args
+
+
+def _venv_of(python: str) -> str:
+    """The environment a given interpreter belongs to (its bin directory's parent)."""
+    return str(Path(os.path.abspath(python)).parent.parent)
