@@ -315,10 +315,11 @@ def evaluate_repo(ref: str, plan: EvalPlan, *, store: Store | None = None, db: R
                   progress: ProgressFn = no_progress, verify_hash: bool = False) -> RepoReport:
     """Fill-in-the-middle on the user's repository through the engine (see ``repo_suite``)."""
     plan = plan.checked()
+    job = plan.repo_job()
+    repo.scan(job.path)  # a wrong path is refused before a model is read
     resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
     info = read_model_file(resolved.path)
     infill.require_fim(resolved.label, info)
-    job = plan.repo_job()
     prepared = repo_suite.prepare(job, progress)
     run = _new_run(resolved, info, plan)
     per_sequence = sum(repo_suite.BUDGET) + 64 + plan.max_tokens
