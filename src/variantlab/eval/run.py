@@ -167,8 +167,13 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
         return evaluate_repo(ref, plan, store=store, db=db, progress=progress, verify_hash=verify_hash)
     resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
     info = read_model_file(resolved.path)
-    problems = he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
-    good, wrong = infill.canary_programs(plan.limit) if plan.suite == "infill" else he.canary_programs(problems)
+    problems = _problems(plan)
+    if plan.suite == "infill":
+        good, wrong = infill.canary_programs(plan.limit)
+    elif plan.suite_kind == "tasks":
+        good, wrong = he.task_canary_programs(problems)
+    else:
+        good, wrong = he.canary_programs(problems)
     progress("sandbox canary", 0, 1)
     canary_check(good, wrong, plan.limits)
     progress("sandbox canary", 1, 1)
@@ -209,15 +214,31 @@ def _scores(by_task: dict[str, list[bool]], outcomes: Sequence[Outcome], n_tasks
                   isolation, isolation_warning(isolation))
 
 
+def _problems(plan: EvalPlan) -> list[he.Problem]:
+    """HumanEval's problems (all, the first N, or the quick subset), or the user's tasks file."""
+    if plan.suite_kind == "tasks":
+        tasks = he.read_tasks(Path(plan.suite[len("tasks:"):]))
+        if plan.limit is not None and not 1 <= plan.limit <= len(tasks):
+            raise UsageError(f"--limit {plan.limit} is out of range", hint=f"use 1 to {len(tasks)}")
+        return tasks[: plan.limit] if plan.limit else tasks
+    return he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
+
+
+def _dataset_sha256(plan: EvalPlan) -> str:
+    return he.tasks_sha256(Path(plan.suite[len("tasks:"):])) if plan.suite_kind == "tasks" else he.dataset_sha256()
+
+
 def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
     suite_version = infill.SUITE_VERSION if plan.suite == "infill" else he.SUITE_VERSION
     settings = {**plan.settings.to_dict(), "limit": plan.limit, "subset": plan.subset, "samples_per_task": plan.samples_per_task,
                 "temperature": plan.temperature, "max_tokens": plan.max_tokens, "parallel": plan.parallel,
                 "timeout_s": plan.limits.timeout_s, "memory_bytes": plan.limits.memory_bytes}
+    if plan.suite_kind in ("tasks", "repo"):
+        settings["source"] = plan.suite
     return Run(kind="eval", model=resolved.label, backend="llama.cpp", settings=settings, hardware=machine_facts(),
                variantlab_version=__version__, model_sha256=resolved.manifest.sha256 if resolved.manifest else None,
-               file_type=info.file_type, suite=plan.suite, suite_version=suite_version,
-               dataset_sha256=he.dataset_sha256())
+               file_type=info.file_type, suite=plan.suite_kind, suite_version=suite_version,
+               dataset_sha256=_dataset_sha256(plan))
 
 
 def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems: Sequence[he.Problem],
