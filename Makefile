@@ -15,7 +15,7 @@ DEFAULT_MODEL := qwen2.5-coder-0.5b-instruct:q4_k_m
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test check install model browser sandbox
+.PHONY: run test check install model browser sandbox llama-server
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ sandbox:
 	{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q bubblewrap >/dev/null || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; }
 
+# llama.cpp's own llama-server, built from the source the installed llama-cpp-python vendors
+# (about 9 min on 2 cores, once; cached in ~/.cache/variantlab): the real peer of `eval openai:`.
+llama-server: install
+	@command -v cmake >/dev/null && command -v g++ >/dev/null || \
+	{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q cmake g++ >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q cmake g++ >/dev/null; }; }
+	$(PY) benchmarks/llama_cpp_tools.py server
+
 # The code's shape first (a few seconds): lint, types, and the layer contracts in pyproject.toml.
 check: install
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -52,6 +60,6 @@ check: install
 	$(VENV)/bin/lint-imports
 
 # pytest exits 5 when it selects no test: say so instead of failing obscurely.
-test: check model browser sandbox
+test: check model browser sandbox llama-server
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest selected no tests"; exit 0; fi; exit $$rc

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -14,7 +14,7 @@ from variantlab.errors import UsageError
 from variantlab.eval import humaneval as he
 from variantlab.fit import FitRequest, estimate, network_from_catalog
 from variantlab.knowledge.catalog import find_variant
-from variantlab.ladder import LadderPlan, LadderResult, LadderRow, choose, rules_text, wilson_interval
+from variantlab.ladder import LadderPlan, LadderResult, LadderRow, choose, eval_plan, how_measured, rules_text, suite_settings, wilson_interval
 from variantlab.report import pareto_front, write_report
 
 GIB = 2**30
@@ -103,6 +103,18 @@ def test_stratified_subset_is_fixed_and_spans_difficulty() -> None:
     assert len(chosen) == 20 and mine[0] <= lengths[len(lengths) // 10] and mine[-1] >= lengths[-len(lengths) // 10]
     with pytest.raises(UsageError):
         he.stratified(0)
+
+
+def test_a_repository_suite_measures_infilling_tasks_only() -> None:
+    plan = LadderPlan("m", task="complete", suite="repo:/some/project").checked()
+    assert plan.accuracy_suite == "repo:/some/project" and len(plan.types) == 6
+    assert "exact match over the holes" in how_measured(plan, "ref")["accuracy"]
+    eplan = eval_plan(suite_settings(plan.suite), plan.accuracy_suite, None)
+    assert (eplan.suite_kind, eplan.holes, eplan.seed) == ("repo", 40, 0)
+    with pytest.raises(UsageError, match="use --task infill or --task complete"):
+        LadderPlan("m", task="chat", suite="repo:/some/project").checked()
+    with pytest.raises(UsageError, match="unknown suite 'repo'"):
+        LadderPlan("m", task="infill", suite="repo").checked()
 
 
 def test_plan_checks() -> None:
@@ -265,7 +277,7 @@ def test_suites_and_tasks_come_from_the_data_files() -> None:
     """Issue 16, defect 3: one source of truth, the data files, for the ladder's suites and tasks."""
     from variantlab.knowledge import load_data
 
-    for suite in load_data("ladder.toml")["suite"]:
+    for suite in [s for s in load_data("ladder.toml")["suite"] if s != "repo"]:
         assert LadderPlan("m", suite=suite).checked().suite == suite
     for task in load_data("tasks.toml")["tasks"]:
         assert LadderPlan("m", task=task).checked().task == task

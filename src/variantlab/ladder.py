@@ -23,9 +23,10 @@ from .bench import BenchPlan, bench_models, current_engine_version
 from .engine import EngineSettings
 from .errors import UsageError
 from .eval import humaneval as he
-from .eval import infill
+from .eval import infill, repo, repo_suite
 from .eval.kld import KldPlan, corpus, evaluate_kld
 from .eval.run import EvalPlan, evaluate
+from .eval.sandbox import REPO_LIMITS
 from .files import ProgressFn, no_progress
 from .fit import Estimate, FitRequest, fit
 from .hardware import machine_facts, profile
@@ -40,6 +41,7 @@ from .store import Manifest, Store
 from .twin import twin_for
 
 STEPS = ("make", "fit", "bench", "accuracy", "kld")
+REPO_TASKS = ("infill", "complete")  # the tasks a repository's holes measure (ladder --suite repo:PATH)
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,23 @@ class LadderPlan:
     threads: int | None = None
 
     def checked(self) -> LadderPlan:
-        suites, tasks = list(load_data("ladder.toml")["suite"]), list(load_data("tasks.toml")["tasks"])
-        if self.suite not in suites:
-            raise UsageError(f"unknown suite {self.suite!r}", hint=f"use {' or '.join(suites)}")
+        suites = [s for s in load_data("ladder.toml")["suite"] if s != "repo"]  # repo: is written repo:PATH
+        tasks = list(load_data("tasks.toml")["tasks"])
+        if self.suite.startswith("repo:"):
+            if self.task not in REPO_TASKS:
+                raise UsageError(f"--suite repo: measures infilling, not the {self.task!r} task", hint="use --task infill or --task complete")
+        elif self.suite not in suites:
+            raise UsageError(f"unknown suite {self.suite!r}", hint=f"use {' or '.join(suites)}, or repo:PATH (with --task infill or complete)")
         if self.task not in tasks:
             raise UsageError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(tasks)}")
         FitRequest(ctx=self.ctx, ram_bytes=self.ram_bytes).checked()
-        rungs = self.types or tuple(ft.name for ft in (quick_ladder() if self.suite == "quick" else full_ladder()))
+        rungs = self.types or tuple(ft.name for ft in (full_ladder() if self.suite == "full" else quick_ladder()))
         return replace(self, types=tuple(file_type(t).name for t in rungs))
 
     @property
     def accuracy_suite(self) -> str:
+        if self.suite.startswith("repo:"):
+            return self.suite
         return "infill" if self.task == "infill" else "humaneval"
 
 
@@ -160,7 +168,9 @@ class LadderResult:
 
 
 def suite_settings(suite: str) -> dict[str, Any]:
-    return load_data("ladder.toml")["suite"][suite]
+    """How thoroughly each rung is measured; ``repo:PATH`` measures as ``quick`` with the repository's holes."""
+    suites = load_data("ladder.toml")["suite"]
+    return {**suites["quick"], **suites["repo"]} if suite.startswith("repo:") else suites[suite]
 
 
 def pick_rules() -> dict[str, Any]:
@@ -244,6 +254,9 @@ def bench_plan(settings: dict[str, Any], threads: int | None) -> BenchPlan:
 
 
 def eval_plan(settings: dict[str, Any], suite: str, threads: int | None) -> EvalPlan:
+    if suite.startswith("repo:"):
+        return EvalPlan(suite=suite, holes=settings["repo_holes"], seed=settings["repo_seed"], max_tokens=settings["repo_max_tokens"],
+                        limits=REPO_LIMITS, settings=EngineSettings(n_threads=threads))
     if suite == "infill":
         return EvalPlan(suite="infill", limit=settings.get("infill_limit"), settings=EngineSettings(n_threads=threads))
     return EvalPlan(suite="humaneval", subset=settings["humaneval_subset"], settings=EngineSettings(n_threads=threads))
@@ -269,8 +282,11 @@ def _accuracy(made: Manifest, settings: dict[str, Any], plan: LadderPlan, store:
     eplan = eval_plan(settings, plan.accuracy_suite, plan.threads).checked()
     want = {**eplan.settings.to_dict(), "limit": eplan.limit, "subset": eplan.subset, "temperature": eplan.temperature,
             "samples_per_task": eplan.samples_per_task, "max_tokens": eplan.max_tokens}
-    suite_version = infill.SUITE_VERSION if eplan.suite == "infill" else he.SUITE_VERSION
-    found = find_run(db, "eval", made.sha256, eplan.suite, want, conditions_now(suite_version, he.dataset_sha256()))
+    if eplan.suite_kind == "repo":
+        suite_version, dataset = repo.SUITE_VERSION, repo_suite.holes_identity(eplan.repo_job())
+    else:
+        suite_version, dataset = (infill.SUITE_VERSION if eplan.suite == "infill" else he.SUITE_VERSION), he.dataset_sha256()
+    found = find_run(db, "eval", made.sha256, eplan.suite_kind, want, conditions_now(suite_version, dataset))
     if found is None:
         found = db.get(_recorded(evaluate(made.name, eplan, store=store, db=db, progress=progress).run_id))
     return found
@@ -364,8 +380,17 @@ def _fastest_reason(fastest: LadderRow, tied: list[LadderRow]) -> str:
             "more repetitions (--suite full) may separate them")
 
 
+def accuracy_counts(eval_run: Run) -> tuple[float | None, int, int]:
+    """The rung's accuracy, successes and trials: pass@1 over HumanEval's or the infill suite's
+    programs, or exact match over a repository's holes (``--suite repo:PATH``)."""
+    if eval_run.suite == "repo":
+        holes, rate = int(_median(eval_run, "holes") or 0), _median(eval_run, "exact_match")
+        return rate, round((rate or 0.0) * holes), holes
+    return _median(eval_run, "pass@1"), int(_median(eval_run, "passed") or 0), int(_median(eval_run, "samples") or 0)
+
+
 def _row(made: Manifest, est: Estimate, bench_run: Run, eval_run: Run, kld_run: Run) -> LadderRow:
-    passed, samples = int(_median(eval_run, "passed") or 0), int(_median(eval_run, "samples") or 0)
+    accuracy, passed, samples = accuracy_counts(eval_run)
     low, high = wilson_interval(passed, samples, pick_rules()["confidence"])
     lineage = made.lineage or {}
     speed = bench_run.metrics.get("gen_tokens_per_s")
@@ -376,7 +401,7 @@ def _row(made: Manifest, est: Estimate, bench_run: Run, eval_run: Run, kld_run: 
         prompt_tokens_per_s=_median(bench_run, "prompt_tokens_per_s"), gen_tokens_per_s=_median(bench_run, "gen_tokens_per_s"),
         gen_tokens_per_s_min=speed.min if speed else None, gen_tokens_per_s_max=speed.max if speed else None,
         gen_tokens_per_s_reps=speed.n if speed else 0,
-        pass_at_1=_median(eval_run, "pass@1"), passed=passed, problems=samples, pass_at_1_low=low, pass_at_1_high=high,
+        pass_at_1=accuracy, passed=passed, problems=samples, pass_at_1_low=low, pass_at_1_high=high,
         mean_kld=_median(kld_run, "mean_kld"), same_top_p=_median(kld_run, "same_top_p"), ppl=_median(kld_run, "ppl"),
         runs={"bench": bench_run.id, "accuracy": eval_run.id, "kld": kld_run.id},
     )
@@ -424,14 +449,18 @@ def how_measured(plan: LadderPlan, reference: str) -> dict[str, str]:
     s = suite_settings(plan.suite)
     accuracy = (f"infill suite, {s.get('infill_limit') or 'all'} holes" if plan.accuracy_suite == "infill" else
                 "HumanEval, " + ("the fixed stratified 20-problem subset" if s["humaneval_subset"] == "quick" else "all 164 problems"))
+    measure = f"pass@1 with its {pick_rules()['confidence']:.0%} Wilson interval"
+    if plan.suite.startswith("repo:"):
+        accuracy = (f"--suite {plan.suite} --holes {s['repo_holes']} --seed {s['repo_seed']}: fill-in-the-middle on your "
+                    "repository's code, its tests run in the sandbox")
+        measure = f"exact match over the holes (in the pass@1 column) with its {pick_rules()['confidence']:.0%} Wilson interval"
     return {
         "memory": f"variantlab fit MODEL --ctx {plan.ctx}: weights + KV cache (f16) + compute buffers + overhead",
         "speed": f"variantlab bench MODEL --prompt {s['bench_prompt']} --gen {s['bench_gen']} --reps {s['bench_reps']}: "
                  "medians; load time, time to first token, generation tokens/s as llama-bench's tg"
                  + (f"; at ctx: the same with --ctx {plan.ctx} --depth {depth_for(plan, s)} (the cache filled to the "
                     "context's far end)" if depth_for(plan, s) else ""),
-        "accuracy": f"variantlab eval MODEL: {accuracy}, greedy, programs run in the sandbox; pass@1 with its "
-                    f"{pick_rules()['confidence']:.0%} Wilson interval",
+        "accuracy": f"variantlab eval MODEL: {accuracy}, greedy, programs run in the sandbox; {measure}",
         "kld": f"variantlab eval MODEL --suite kld --reference {reference} --chunks {s['kld_chunks']}: mean KL-divergence "
                "per token over chunks of 512 tokens of a fixed stdlib corpus",
     }

@@ -59,7 +59,7 @@ def eval_cmd(
             report = evaluate_kld(model, reference, KldPlan(n_ctx=ctx, max_chunks=chunks,
                                                             settings=EngineSettings(n_threads=threads)), progress=progress, verify_hash=verify)
         else:
-            target = out or _default_samples_path(model, suite)
+            target = out or _default_samples_path(model, suite.split(":", 1)[0])
             plan = EvalPlan(suite=suite, limit=limit, subset=subset, samples_per_task=samples_per_task, temperature=temperature,
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=None if is_repo else target,
                             settings=EngineSettings(n_threads=threads), holes=holes, seed=seed,

@@ -19,7 +19,7 @@ def ladder(
     types: Annotated[Optional[str], typer.Option(help="Comma-separated rungs (default: the suite's: quick Q2_K,Q3_K_S,Q4_K_M,Q5_K_M,Q6_K,Q8_0; full all ten K-quant rungs).")] = None,
     task: Annotated[str, typer.Option(help="chat, complete, python (HumanEval) or infill (the infill suite).")] = "chat",
     ctx: Annotated[int, typer.Option(help="Context length the memory column and the fit verdict are for.")] = 4096,
-    suite: Annotated[str, typer.Option(help="quick (20 stratified HumanEval problems, 3 bench reps, 8 KLD chunks) or full (164, 5, 20).")] = "quick",
+    suite: Annotated[str, typer.Option(help="quick (20 stratified HumanEval problems, 3 bench reps, 8 KLD chunks), full (164, 5, 20), or repo:PATH (with --task infill or complete: exact match on 40 holes of your repository, measured as quick).")] = "quick",
     mem: Annotated[Optional[float], typer.Option(help="Memory budget in GiB (default: RAM available now).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
     twin: Annotated[bool, typer.Option("--twin", help="Measure every rung of a catalog model on twins (its tensors, random weights), one on disk at a time: memory, load, TTFT, speed at depth 0 and at --ctx; no accuracy.")] = False,

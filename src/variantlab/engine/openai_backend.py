@@ -8,6 +8,7 @@ first token: an upper-bound estimate that includes the network round trip, label
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -107,3 +108,99 @@ def time_completion(endpoint: Endpoint, prompt: str, max_tokens: int, timeout: f
         "completion_tokens": float(generated),
         "prompt_tokens_per_s": prompt_tokens / ttft if prompt_tokens and ttft > 0 else None,
     }
+
+
+# -- generation for eval (greedy or sampled; one request each, the caller bounds concurrency) -----
+
+@dataclass(frozen=True)
+class RemoteText:
+    """What a server generated: the text, why it stopped ("stop" or "length"), tokens if it said."""
+
+    text: str
+    finish_reason: str
+    tokens: int
+
+
+def server_root(endpoint: Endpoint) -> str:
+    """The server's root URL (llama-server's /props and /infill live beside /v1)."""
+    return endpoint.base_url[: -len("/v1")] if endpoint.base_url.endswith("/v1") else endpoint.base_url
+
+
+def server_identity(endpoint: Endpoint, timeout: float = 10) -> dict[str, Any]:
+    """What the server says it is: its /v1/models answer and, where it has one, /props (llama-server)."""
+    identity: dict[str, Any] = {"models": _get_json(f"{endpoint.base_url}/models", endpoint.api_key, timeout)}
+    try:
+        response = httpx.get(f"{server_root(endpoint)}/props", headers=_headers(endpoint.api_key), timeout=timeout)
+        props = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        props = None
+    if isinstance(props, dict):
+        template = props.pop("chat_template", None)
+        if isinstance(template, str):
+            props["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()
+        identity["props"] = props
+    return identity
+
+
+def is_llama_server(identity: dict[str, Any]) -> bool:
+    props = identity.get("props")
+    return isinstance(props, dict) and ("default_generation_settings" in props or "build_info" in props)
+
+
+def remote_complete(endpoint: Endpoint, client: httpx.Client, body: dict[str, Any], path: str = "/completions",
+                    timeout: float = 600) -> RemoteText:
+    """POST one request to ``/v1/completions`` or ``/v1/chat/completions`` and read the one choice."""
+    data = _post(client, f"{endpoint.base_url}{path}", {"model": endpoint.model, **body}, endpoint, timeout)
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if path == "/chat/completions" else choice["text"]
+        if not isinstance(text, str):
+            raise TypeError(f"text is {type(text).__name__}")
+        tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
+        return RemoteText(text, "length" if choice.get("finish_reason") == "length" else "stop", tokens)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise SourceError(f"{endpoint.base_url}{path} answered without a completion ({type(exc).__name__}: {exc})",
+                          hint="is it an OpenAI-compatible server?") from None
+
+
+def remote_infill(endpoint: Endpoint, client: httpx.Client, body: dict[str, Any], timeout: float = 600) -> RemoteText:
+    """POST one request to llama-server's /infill (prefix, suffix, neighbouring files)."""
+    data = _post(client, f"{server_root(endpoint)}/infill", body, endpoint, timeout)
+    text = data.get("content")
+    if not isinstance(text, str):
+        raise SourceError(f"{server_root(endpoint)}/infill answered without content", hint="is it llama-server?")
+    return RemoteText(text, "length" if data.get("stop_type") == "limit" or data.get("stopped_limit") else "stop",
+                      int(data.get("tokens_predicted") or 0))
+
+
+def remote_tokenize(endpoint: Endpoint, client: httpx.Client, text: str) -> list[int]:
+    """llama-server's /tokenize with special tokens read as such."""
+    data = _post(client, f"{server_root(endpoint)}/tokenize", {"content": text, "parse_special": True}, endpoint, 30)
+    tokens = data.get("tokens")
+    return [int(t) for t in tokens] if isinstance(tokens, list) else []
+
+
+def _post(client: httpx.Client, url: str, body: dict[str, Any], endpoint: Endpoint, timeout: float) -> dict[str, Any]:
+    try:
+        response = client.post(url, json=body, headers=_headers(endpoint.api_key), timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise SourceError(f"{url} did not answer: {type(exc).__name__}: {exc}", hint="is the server running?") from None
+    if response.status_code >= 400:
+        raise SourceError(f"{url} refused the request: HTTP {response.status_code} {_error_text(response)}",
+                          hint="does the server serve this model, and support this endpoint?")
+    try:
+        data = response.json()
+    except ValueError:
+        raise SourceError(f"{url} answered something that is not JSON ({response.text[:80]!r})",
+                          hint="is it an OpenAI-compatible server?") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"{url} answered JSON that is not an object", hint="is it an OpenAI-compatible server?")
+    return data
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        return str(error.get("message") if isinstance(error, dict) else error)[:200]
+    except (ValueError, AttributeError):
+        return response.text[:200].replace("\n", " ")

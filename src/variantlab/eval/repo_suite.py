@@ -53,12 +53,14 @@ class Prepared:
     baseline: dict[str, frozenset[str]]  # hole id → node ids that pass on the original code
     dropped: dict[str, int]
     isolation: str = ""
+    identity: str = ""  # holes_identity of the cut, before the canary
 
 
 def prepare(job: RepoJob, progress: ProgressFn = no_progress) -> Prepared:
     """Scan, cut, and run the canary: the holes a model will be scored on."""
     repo = R.scan(job.path)
     holes = R.cut_holes(repo, job.holes, job.seed, job.kinds)
+    identity = _identity(repo, holes, job)
     dropped = {"original code is not an exact match": 0, "tests fail on the original code": 0}
     kept = []
     for hole in holes:
@@ -76,7 +78,20 @@ def prepare(job: RepoJob, progress: ProgressFn = no_progress) -> Prepared:
             dropped["tests fail on the original code"] += 1
         else:
             survivors.append(hole)
-    return Prepared(repo, survivors, tests, baseline, {k: v for k, v in dropped.items() if v}, isolation)
+    return Prepared(repo, survivors, tests, baseline, {k: v for k, v in dropped.items() if v}, isolation, identity)
+
+
+def holes_identity(job: RepoJob) -> str:
+    """What makes two runs comparable, known before anything runs: the repository's revision, the
+    seed, the kinds, the holes cut and the prompt budget (the ladder finds earlier runs by it)."""
+    repo = R.scan(job.path)
+    return _identity(repo, R.cut_holes(repo, job.holes, job.seed, job.kinds), job)
+
+
+def _identity(repo: R.Repository, holes: Sequence[R.Hole], job: RepoJob) -> str:
+    facts = {"revision": repo.revision, "seed": job.seed, "kinds": list(job.kinds), "holes": job.holes,
+             "ids": [h.task_id for h in holes], "budget": BUDGET, "version": R.SUITE_VERSION}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
 def _baseline(repo: R.Repository, job: RepoJob, tests: dict[str, list[str]],
@@ -161,13 +176,6 @@ def by_kind(rows: Sequence[dict[str, Any]], kinds: Sequence[str]) -> dict[str, d
     return table
 
 
-def holes_sha256(prepared: Prepared, job: RepoJob) -> str:
-    """What makes two runs comparable: the same revision, seed, kinds and holes."""
-    facts = {"revision": prepared.repo.revision, "seed": job.seed, "kinds": list(job.kinds), "holes": job.holes,
-             "ids": [h.task_id for h in prepared.holes], "budget": BUDGET}
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
-
-
 def metrics(table: dict[str, dict[str, float | int]]) -> dict[str, Metric]:
     out = {}
     for kind, row in table.items():
@@ -204,4 +212,4 @@ def report(model: str, job: RepoJob, prepared: Prepared, rows: list[dict[str, An
                       skipped_files=prepared.repo.skipped, sandbox_isolation=isolation,
                       sandbox_warning=isolation_warning(isolation) if isolation else None, repo_level_context=repo_level,
                       generation_s=times[0], test_s=times[1], suite_version=R.SUITE_VERSION,
-                      holes_sha256=holes_sha256(prepared, job), per_hole=rows, **extra)
+                      holes_sha256=prepared.identity, per_hole=rows, **extra)

@@ -19,7 +19,7 @@ from typing import Any
 from .. import __version__
 from ..bench import engine_version
 from ..chat_template import TemplateRenderer
-from ..engine import EngineProcess, EngineSettings
+from ..engine import EngineProcess, EngineSettings, is_openai_spec
 from ..errors import UsageError
 from ..explain import explain_name
 from ..files import ProgressFn, no_progress
@@ -161,6 +161,10 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
              progress: ProgressFn = no_progress, verify_hash: bool = False) -> EvalReport | RepoReport:
     """Generate with the model, run every program in the sandbox, record and return the scores."""
     plan = plan.checked()
+    if is_openai_spec(ref):
+        from .remote import evaluate_remote  # it builds on this module's suites
+
+        return evaluate_remote(ref, plan, db=db, progress=progress)
     if plan.suite == "kld":
         raise UsageError("the kld suite needs a reference model", hint="use evaluate_kld (CLI: --reference MODEL)")
     if plan.suite_kind == "repo":
