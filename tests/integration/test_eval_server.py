@@ -39,7 +39,8 @@ def llama_server(default_model: str, tmp_path_factory: pytest.TempPathFactory) -
     ctx_per_slot = 2048
     with open(log, "wb") as out:
         process = subprocess.Popen([str(binary), "-m", default_model, "--host", "127.0.0.1", "--port", str(port),
-                                    "-np", str(PARALLEL), "-c", str(PARALLEL * ctx_per_slot), "--no-webui"],
+                                    "-np", str(PARALLEL), "-c", str(PARALLEL * ctx_per_slot), "--no-webui",
+                                    "--alias", "qwen2.5-coder-0.5b-instruct-q4_k_m"],
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -129,7 +130,7 @@ def _remote_programs(endpoint: Endpoint, identity: dict[str, Any], plan: EvalPla
     else:
         good, wrong = he.task_canary_programs(problems) if plan.suite_kind == "tasks" else he.canary_programs(problems)
     canary_check(good, wrong, plan.limits)
-    style, tasks = _remote_tasks(endpoint, plan, problems)
+    style, tasks = _remote_tasks(endpoint, identity, plan, problems)
     expanded = [t for t in tasks for _ in range(plan.samples_per_task)]
     label = f"generate {endpoint.label}"
     done = [0]
@@ -158,12 +159,25 @@ def _remote_programs(endpoint: Endpoint, identity: dict[str, Any], plan: EvalPla
                       cut_at_max_tokens=sum(1 for g in batch.generations if g.finish_reason == "length"), per_task=per_task)
 
 
-def _remote_tasks(endpoint: Endpoint, plan: EvalPlan, problems: Sequence[he.Problem]) -> tuple[str, list[Task]]:
+def _remote_tasks(endpoint: Endpoint, identity: dict[str, Any], plan: EvalPlan,
+                  problems: Sequence[he.Problem]) -> tuple[str, list[Task]]:
     if plan.suite == "infill":
         return "infill", infill_tasks(plan.limit)
-    flavor = explain_name(endpoint.model.rsplit("/", 1)[-1]).flavor
-    style = "chat" if flavor in ("instruct", "chat") else "base"
+    style = "chat" if served_flavor(endpoint, identity) in ("instruct", "chat") else "base"
     return style, humaneval_tasks(problems, style, lambda user: user)
+
+
+def served_flavor(endpoint: Endpoint, identity: dict[str, Any]) -> str:
+    """Base, Instruct, … of the served model, from the names the server gives it (the model id,
+    llama-server's alias and file name); refused when none of them says."""
+    props = identity.get("props") or {}
+    names = [endpoint.model, str(props.get("model_alias") or ""), str(props.get("model_path") or "")]
+    for name in names:
+        flavor = explain_name(name.rsplit("/", 1)[-1]).flavor if name else None
+        if flavor:
+            return flavor
+    raise UsageError(f"cannot tell from its names ({', '.join(repr(n) for n in names if n)}) whether the served model "
+                     "is an Instruct or a Base model", hint="name it: openai:URL#qwen2.5-coder-7b-instruct, or start llama-server with --alias NAME")
 
 
 def _caller(endpoint: Endpoint, style: str, plan: EvalPlan, sampling: dict[str, Any],
@@ -173,8 +187,10 @@ def _caller(endpoint: Endpoint, style: str, plan: EvalPlan, sampling: dict[str, 
             return fim.one(client, FimRequest(task.fim[0], task.fim[1], task.stops), plan.max_tokens)
         if style == "chat":
             messages = [{"role": "user", "content": task.prompt_text}, {"role": "assistant", "content": he.REPLY_START}]
-            return remote_complete(endpoint, client, {"messages": messages, "max_tokens": plan.max_tokens,
-                                                      "stop": list(task.stops), **sampling}, "/chat/completions")
+            got = remote_complete(endpoint, client, {"messages": messages, "max_tokens": plan.max_tokens,
+                                                     "stop": list(task.stops), **sampling}, "/chat/completions")
+            # llama-server answers with the begun reply included, others with the continuation only
+            return replace(got, text=got.text.removeprefix(he.REPLY_START))
         return remote_complete(endpoint, client, {"prompt": task.prompt_text, "max_tokens": plan.max_tokens,
                                                   "stop": list(task.stops), **sampling})
 
