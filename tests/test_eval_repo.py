@@ -164,6 +164,15 @@ def test_trimming_and_scores_follow_the_benchmarks_definitions() -> None:
     assert R.exact_match("if x:\n  return 1", hole.middle)  # white space around lines does not count
     assert R.edit_similarity(hole.middle, hole.middle) == 1.0
     assert 0.0 < R.edit_similarity("    if y:\n        return 2\n", hole.middle) < 1.0
+    # a body that runs on into another function stops where the code leaves the body
+    body = R.Hole("f.py:2/body", "f.py", "body", "def f(x):\n", "    return x\n", "\n\ndef g():\n    pass\n")
+    assert R.trim_completion(body, "    y = x\n    return y\n\n\ndef other():\n    return 1\n") == "    y = x\n    return y\n\n\n"
+    # a block keeps its own else clause and closing bracket, and stops at the next statement
+    block = R.Hole("f.py:2/block", "f.py", "block", "def f(x):\n", "    if x:\n        return 1\n", "    return 0\n")
+    written = "    if x:\n        y = (1,\n    )\n    else:\n        y = 2\n    z = 3\n"
+    assert R.trim_completion(block, written) == "    if x:\n        y = (1,\n    )\n    else:\n        y = 2\n"
+    assert R.stops_for(body)[0] == "\ndef " and R.stops_for(line := R.Hole("a.js:1/line", "a.js", "line", "", "x\n", "")) == ("\n",)
+    assert R.trim_completion(line, "x\ny") == "x\n"
     line = R.Hole("f.py:2/line", "f.py", "line", "def f(x):\n", "    return x\n", "")
     assert R.trim_completion(line, "    return x\nmore") == "    return x\n"
 
@@ -350,3 +359,15 @@ def test_the_cli_refuses_a_bad_tasks_file_and_records_nothing(cli, tmp_path: Pat
     result = cli("eval", str(tiny_model), "--suite", f"tasks:{path}")
     assert result.code == 2 and result.err.count("\n") == 1 and "tasks.jsonl:1: needs string field" in result.err
     assert cli("results", "--json").out.strip() in ("[]", "")
+
+
+def test_a_served_models_flavour_comes_from_its_names_or_is_refused() -> None:
+    from variantlab.engine import Endpoint
+    from variantlab.eval.remote import served_flavor
+
+    blob = "/home/u/.local/share/variantlab/blobs/sha256/1d9614638d18024d0fbb"
+    assert served_flavor(Endpoint("http://h/v1", "qwen2.5-coder:7b-instruct"), {}) == "instruct"
+    assert served_flavor(Endpoint("http://h/v1", blob), {"props": {"model_alias": "qwen2.5-coder-7b"}}) == "base"
+    assert served_flavor(Endpoint("http://h/v1", blob), {"props": {"model_path": "/m/codellama-7b-instruct.Q4_K_M.gguf"}}) == "instruct"
+    with pytest.raises(UsageError, match="cannot tell from its names .*--alias"):
+        served_flavor(Endpoint("http://h/v1", blob), {"props": {"model_path": blob}})

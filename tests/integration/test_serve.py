@@ -108,6 +108,27 @@ def test_infill_fills_a_gap_in_a_python_function(server: str) -> None:
     assert namespace["is_even"](4) is True and namespace["is_even"](7) is False  # type: ignore[operator]
 
 
+def test_infill_takes_neighbouring_files_as_editor_plugins_send_them(server: str) -> None:
+    """llama.vscode and llama.vim send chunks of other files as input_extra (llama-server's /infill)."""
+    extra = [{"filename": "util.py", "text": "def parity(n):\n    return n % 2\n" * 200}]  # more than the slot holds: trimmed
+    body = {"input_prefix": "from util import parity\n\ndef is_even(n):\n    return ", "input_suffix": "\n",
+            "input_extra": extra, "n_predict": 12, "temperature": 0, "stop": ["\n"]}
+    r = httpx.post(f"{server}/infill", json=body, headers=auth(), timeout=60)
+    assert r.status_code == 200, r.text
+    assert isinstance(r.json()["content"], str)
+
+
+def test_a_completion_with_a_suffix_fills_the_gap_as_infill_does(server: str) -> None:
+    """OpenAI's insert mode, as Ollama takes it and `eval openai:` sends it to servers without /infill."""
+    prefix, suffix = "def is_even(n):\n    return n ", "\n\n\nprint(is_even(4))\n"
+    infill = httpx.post(f"{server}/infill", json={"input_prefix": prefix, "input_suffix": suffix, "n_predict": 16,
+                                                   "temperature": 0, "stop": ["\n"]}, headers=auth(), timeout=60)
+    insert = httpx.post(f"{server}/v1/completions", json={"prompt": prefix, "suffix": suffix, "max_tokens": 16,
+                                                          "temperature": 0, "stop": ["\n"]}, headers=auth(), timeout=60)
+    assert insert.status_code == 200, insert.text
+    assert insert.json()["choices"][0]["text"] == infill.json()["content"]
+
+
 @pytest.mark.parametrize("path, body, status, needle", [
     ("/v1/completions", b"{not json", 400, "not valid JSON"),
     ("/v1/completions", {"max_tokens": 5}, 400, "prompt"),
@@ -123,6 +144,8 @@ def test_infill_fills_a_gap_in_a_python_function(server: str) -> None:
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
     ("/infill", {"input_suffix": "x"}, 400, "input_prefix"),
     ("/infill", {"input_prefix": "x", "n_predict": 100000}, 400, "cap of 256"),
+    ("/infill", {"input_prefix": "x", "input_extra": [{"filename": "a.py"}]}, 400, "text"),
+    ("/infill", {"input_prefix": "x", "input_extra": "a.py"}, 400, "input_extra"),
     ("/v1/nothing", {}, 404, "Not Found"),
     # a lone surrogate in every text field that reaches the engine: one 400, the server lives on
     ("/v1/completions", {"prompt": "a\ud800"}, 400, "lone surrogate"),

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import EngineCrashed, EngineError
 from .child import EngineProcess
-from .messages import Cancel, Failed, Piece, Request, Served, StopServing, Submit
+from .messages import Cancel, Failed, Fim, Piece, Request, Served, StopServing, Submit
 from .settings import EngineSettings
 
 
@@ -55,7 +55,7 @@ class ServingEngine:
         self._reader.start()
 
     def submit(self, *, prompt: str | None, max_tokens: int, stop: list[str], sampling: dict[str, Any],
-               fim: tuple[str, str] | None = None, add_special: bool = True) -> tuple[int, asyncio.Queue[Piece]]:
+               fim: Fim | None = None, add_special: bool = True) -> tuple[int, asyncio.Queue[Piece]]:
         """Queue a request; its pieces arrive on the returned queue, in the caller's event loop."""
         if not self.alive or self._engine is None:
             raise EngineCrashed("the engine process is not running")

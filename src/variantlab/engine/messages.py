@@ -47,13 +47,17 @@ class Failed:
     message: str
 
 
+Fim = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
 @dataclass(frozen=True)
 class Request:
-    """One request to serve: a text prompt, or an infill (prefix, suffix) with an optional prompt after it."""
+    """One request to serve: a text prompt, or an infill (prefix, suffix, neighbouring files as
+    (name, text) pairs) with an optional prompt after it."""
 
     id: int
     prompt: str | None
-    fim: tuple[str, str] | None
+    fim: Fim | None
     add_special: bool
     max_tokens: int
     stop: list[str]

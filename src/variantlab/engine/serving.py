@@ -77,11 +77,21 @@ def _internal_error(request_id: int, exc: BaseException) -> dict[str, Any]:
             "code": "internal_error"}
 
 
+def fim_budget(n_batch: int, per_slot: int, max_tokens: int) -> tuple[int, int, int]:
+    """llama-server's /infill trimming: the prefix up to 3/4 of a batch, the suffix the rest of it,
+    the neighbouring files what the slot's context leaves after a batch and twice the output (the
+    batch shrunk first when the slot is smaller than a batch plus the output)."""
+    room = max(64, min(n_batch, per_slot - max_tokens - 8))
+    return 3 * (room // 4), max(0, room // 4 - 2), max(0, per_slot - room - 2 * max_tokens)
+
+
 def _admit(scheduler: Scheduler[int], request: Request, per_slot: int) -> None:
     """Check the request's prompt against a slot's context, then start it in the scheduler."""
     engine = scheduler.engine
     if request.fim is not None:
-        prompt = engine.fim_prompt(*request.fim) + (engine.tokenize(request.prompt, False) if request.prompt else [])
+        prefix, suffix, extra = request.fim
+        prompt = engine.fim_prompt(prefix, suffix, extra, budget=fim_budget(engine.settings.n_batch, per_slot, request.max_tokens)) \
+            + (engine.tokenize(request.prompt, False) if request.prompt else [])
     else:
         prompt = engine.tokenize(request.prompt or "", request.add_special)
     if not prompt:

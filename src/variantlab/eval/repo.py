@@ -88,7 +88,7 @@ def scan(path: Path | str, max_file_bytes: int = MAX_FILE_BYTES) -> Repository:
         raise UsageError(f"repo:{path} is not a directory", hint="give the folder of a repository: --suite repo:PATH")
     root = root.resolve()
     listed, revision = _listing(root)
-    sources, tests, skipped = [], [], dict.fromkeys(("test", "vendored", "generated", "too_large", "not_text", "other_language"), 0)
+    sources, tests, skipped = [], [], dict.fromkeys(("test", "vendored", "generated", "too_large", "not_text", "symlink", "other_language"), 0)
     for rel in listed:
         why = _skip_reason(rel)
         if why == "test":
@@ -165,7 +165,9 @@ def _skip_reason(rel: str) -> str | None:
 
 def _read_source(root: Path, rel: str, max_file_bytes: int) -> tuple[SourceFile | None, str]:
     path = root / rel
-    if path.is_symlink() or path.stat().st_size > max_file_bytes:
+    if path.is_symlink():  # it may point outside the repository
+        return None, "symlink"
+    if path.stat().st_size > max_file_bytes:
         return None, "too_large"
     data = path.read_bytes()
     if b"\0" in data:
@@ -346,20 +348,49 @@ def _closing_line(lines: list[str], start: int) -> int | None:
 
 def trim_completion(hole: Hole, completion: str) -> str:
     """The completion as it fills the hole: a line hole takes its first line; a block or body stops
-    where the model starts writing the code that follows the hole (the suffix's first line)."""
+    where the model starts writing the code that follows the hole (the suffix's first line) and,
+    in Python, where the code leaves the hole's statement (a line indented less than the hole, or
+    a second statement at its indentation in a block hole)."""
     if hole.kind == "line":
         first = completion.split("\n", 1)[0]
         return first + "\n" if hole.middle.endswith("\n") else first
     following = next((ln.strip() for ln in hole.suffix.splitlines() if ln.strip()), None)
-    kept = []
+    base = _indent(next((ln for ln in hole.middle.splitlines() if ln.strip()), ""))
+    kept: list[str] = []
     for ln in completion.splitlines(keepends=True):
         if following is not None and ln.strip() == following:
+            break
+        if hole.path.endswith(".py") and ln.strip() and kept and _leaves_statement(hole.kind, ln, base):
             break
         kept.append(ln)
     text = "".join(kept)
     if hole.middle.endswith("\n") and text and not text.endswith("\n"):
         text += "\n"
     return text
+
+
+CLAUSES = ("elif ", "elif(", "else:", "else :", "except", "finally:", "case ", ")", "]", "}")
+
+
+def _leaves_statement(kind: str, line: str, base: int) -> bool:
+    indent = _indent(line)
+    if indent < base:
+        return True  # back out of the function body or the block
+    return kind == "block" and indent == base and not line.lstrip().startswith(CLAUSES)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def stops_for(hole: Hole) -> tuple[str, ...]:
+    """Where generation may stop early (trimming decides the rest): a line hole at its end; Python
+    blocks and bodies at a new top-level statement, as HumanEval's completion stops."""
+    if hole.kind == "line":
+        return ("\n",)
+    if hole.path.endswith(".py"):
+        return ("\ndef ", "\nclass ", "\n@", "\nif __name__", "\nasync def ")
+    return ()
 
 
 def normalized(code: str) -> str:

@@ -26,7 +26,9 @@ from .generation import FimBackend, FimRequest, Generation
 from .reports import RepoReport
 from .sandbox import REPO_LIMITS, Limits, TestRun, isolation_warning, run_repo_tests, strong_isolation
 
-BUDGET = (1024, 512, 1024)  # most tokens of (prefix, suffix, neighbouring files) in one prompt
+# Most tokens of (prefix, suffix, neighbouring files) in one prompt: about 1.8k tokens a hole,
+# which a 2-core CPU reads at a few hundred tokens/s with a 0.5B model (docs/benchmarks.md).
+BUDGET = (1024, 256, 512)
 NEIGHBOUR_FILES = 8
 
 
@@ -136,8 +138,7 @@ def requests(prepared: Prepared, repo_level: bool) -> list[FimRequest]:
     out = []
     for hole in prepared.holes:
         extra = tuple(R.neighbours(prepared.repo, hole, NEIGHBOUR_FILES)) if repo_level else ()
-        out.append(FimRequest(hole.prefix, hole.suffix, ("\n",) if hole.kind == "line" else (), extra,
-                              prepared.repo.name, hole.path))
+        out.append(FimRequest(hole.prefix, hole.suffix, R.stops_for(hole), extra, prepared.repo.name, hole.path))
     return out
 
 

@@ -382,6 +382,11 @@ COPY_IGNORED = (".git", ".hg", ".venv", "venv", ".tox", ".nox", "node_modules", 
 REPO_LIMITS = Limits(timeout_s=60.0, memory_bytes=2 << 30, file_bytes=64 << 20, open_files=256)
 
 
+# What pytest's exit status says beyond the counts (pytest's ExitCode).
+PYTEST_EXITS = {0: "", 1: "", 2: " (collection failed: does the changed module still import?)", 3: " (pytest internal error)",
+                4: " (the selected tests were not found: does the changed module still import?)", 5: " (no tests ran)"}
+
+
 @dataclass(frozen=True)
 class TestRun:
     """How one run of a repository's selected tests ended, test by test (node ids)."""
@@ -483,7 +488,7 @@ def _test_run(frames: list[object], duration: float, limits: Limits, timed_out: 
     elif not finished:
         reason = error or "the test run ended without finishing (crashed, killed or exited)"
     else:
-        reason = f"{len(passed)} passed, {len(failed)} failed (pytest exit {exit_code})"
+        reason = f"{len(passed)} passed, {len(failed)} failed" + PYTEST_EXITS.get(exit_code or 0, f" (pytest exit {exit_code})")
     return TestRun(frozenset(passed), failed, finished, exit_code, reason, isolation, duration)
 
 

@@ -57,7 +57,10 @@ def create_app(served: Served) -> FastAPI:
     async def completions(body: CompletionRequest) -> Any:
         check_model(body.model, served.model_id, served.aliases)
         prompt = body.prompt if isinstance(body.prompt, str) else single_prompt(body.prompt)
-        job = Job(served, "completions", prompt=prompt, add_special=True, fim=None,
+        if body.suffix is not None and not served.engine.has_fim:
+            raise ApiError(400, f"{served.model_id} has no fill-in-the-middle tokens", param="suffix", code="infill_not_supported")
+        fim = (prompt, body.suffix, ()) if body.suffix is not None else None
+        job = Job(served, "completions", prompt="" if fim else prompt, add_special=fim is None, fim=fim,
                   max_tokens=max_tokens(body.max_tokens, served.config.max_tokens_cap), stop=stops(body.stop),
                   sampling=body.sampling())
         return await respond(job, body.stream, completion_shape(served))
@@ -81,7 +84,8 @@ def create_app(served: Served) -> FastAPI:
         cap = served.config.max_tokens_cap
         if wanted is not None and wanted > cap:
             raise ApiError(400, f"n_predict {wanted} exceeds this server's cap of {cap}", param="n_predict")
-        job = Job(served, "infill", prompt=body.prompt or None, add_special=False, fim=(body.input_prefix, body.input_suffix),
+        extra = tuple((c.filename, c.text) for c in body.input_extra)
+        job = Job(served, "infill", prompt=body.prompt or None, add_special=False, fim=(body.input_prefix, body.input_suffix, extra),
                   max_tokens=wanted if wanted and wanted > 0 else cap, stop=body.stop, sampling=body.sampling())
         return await respond(job, body.stream, infill_shape(served))
 

@@ -23,7 +23,7 @@ class Job:
     route: str
     prompt: str | None
     add_special: bool
-    fim: tuple[str, str] | None
+    fim: tuple[str, str, tuple[tuple[str, str], ...]] | None
     max_tokens: int
     stop: list[str]
     sampling: dict[str, Any]

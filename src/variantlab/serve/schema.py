@@ -52,6 +52,7 @@ class _Sampling(SamplingFields):
 
 class CompletionRequest(_Sampling):
     prompt: Text | list[Text]
+    suffix: Text | None = None  # OpenAI's insert mode, as Ollama takes it: the prompt is the prefix, this the suffix
 
 
 class ChatMessage(_Strict):
@@ -64,11 +65,19 @@ class ChatRequest(_Sampling):
     stream_options: dict[str, Any] | None = None
 
 
+class ExtraChunk(_Strict):
+    """A neighbouring file (or a piece of one) an editor plugin sends with an infill request."""
+
+    text: Text
+    filename: Text = "tmp"
+
+
 class InfillRequest(SamplingFields):
     """llama-server's /infill shape, as editor plugins send it (greedy unless asked otherwise)."""
 
     input_prefix: Text
     input_suffix: Text = ""
+    input_extra: list[ExtraChunk] = Field(default_factory=list, max_length=256)
     prompt: Text = ""
     n_predict: int | None = None
     temperature: float = Field(0.0, ge=0, le=5)
