@@ -103,6 +103,19 @@ def test_infill_holes_through_llama_server_equal_the_engine(default_model: str, 
     _compare(local, remote)
 
 
+def test_a_repository_through_llama_server(llama_server: str, tmp_path: Path) -> None:
+    from tests.test_eval_repo import write_repo
+
+    (tmp_path / "calc").mkdir()
+    root = write_repo(tmp_path / "calc")
+    report = evaluate(f"openai:{llama_server}", EvalPlan(suite=f"repo:{root}", holes=4, parallel=PARALLEL, max_tokens=64))
+    assert report.holes + sum(report.dropped.values()) == 4 and report.backend == "openai" and report.repo_level_context  # type: ignore[union-attr]
+    assert report.by_kind["all"]["executed"] >= 1  # type: ignore[union-attr]
+    with ResultsDB() as db:
+        (run, *_) = db.runs(kind="eval")
+    assert run.suite == "repo" and run.settings["infill_via"] == "/infill" and run.dataset_sha256 == report.holes_sha256  # type: ignore[union-attr]
+
+
 def test_a_server_that_is_down_or_answers_garbage_is_refused(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     down = f"openai:http://127.0.0.1:{_free_port()}/v1#model"
     result = cli("eval", down, "--limit", "1")

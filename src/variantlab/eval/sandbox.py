@@ -272,9 +272,9 @@ def _hidden_paths() -> tuple[str, ...]:
     return tuple(sorted(p for p in found if os.path.isdir(p)))
 
 
-@functools.lru_cache(maxsize=1)
-def _bwrap_args() -> tuple[str, ...]:
-    """bubblewrap's arguments: a read-only system, no installed packages, private /work and /tmp."""
+def _bwrap_system() -> list[str]:
+    """The start of every bubblewrap command line: all namespaces new, no capabilities, and the
+    system's programs and libraries read-only."""
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
@@ -282,6 +282,13 @@ def _bwrap_args() -> tuple[str, ...]:
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
+    return args
+
+
+@functools.lru_cache(maxsize=1)
+def _bwrap_args() -> tuple[str, ...]:
+    """bubblewrap's arguments: a read-only system, no installed packages, private /work and /tmp."""
+    args = _bwrap_system()
     prefix = os.path.realpath(sys.base_prefix)
     if not prefix.startswith("/usr/"):
         args += ["--ro-bind", prefix, prefix]
@@ -495,13 +502,7 @@ def _test_run(frames: list[object], duration: float, limits: Limits, timed_out: 
 def _bwrap_repo_args(copy: Path, python: str) -> list[str]:
     """bubblewrap for a repository's tests: the system and the interpreter's packages read-only (the
     tests need pytest and the project's dependencies), the copy writable at /repo, no network."""
-    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
+    args = _bwrap_system()
     for prefix in sorted({os.path.realpath(sys.base_prefix), sys.prefix, _venv_of(python)} - {""}):
         if not prefix.startswith("/usr/"):
             args += ["--ro-bind", prefix, prefix]
