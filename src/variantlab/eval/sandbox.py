@@ -273,10 +273,11 @@ def _hidden_paths() -> tuple[str, ...]:
 
 
 def _bwrap_system() -> list[str]:
-    """The start of every bubblewrap command line: all namespaces new, no capabilities, and the
-    system's programs and libraries read-only."""
+    """The start of every bubblewrap command line: all namespaces new, no capabilities, the
+    system's programs and libraries read-only, and a private size-capped /tmp. /tmp comes first:
+    a later mount on top of it would hide an interpreter that lives under /tmp (a CI checkout)."""
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--ro-bind", "/usr", "/usr"]
+            "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
@@ -297,7 +298,7 @@ def _bwrap_args() -> tuple[str, ...]:
         if os.path.realpath(path).startswith(visible):
             args += ["--tmpfs", os.path.realpath(path)]
     args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--proc", "/proc", "--dev", "/dev",
-             "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/work", "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/tmp",
+             "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/work",
              "--ro-bind", str(GUEST), "/sandbox/_guest.py", "--ro-bind", str(WIRE), "/sandbox/_wire.py",
              "--chdir", "/work"]
     return tuple(args)
@@ -507,7 +508,7 @@ def _bwrap_repo_args(copy: Path, python: str) -> list[str]:
         if not prefix.startswith("/usr/"):
             args += ["--ro-bind", prefix, prefix]
     args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--proc", "/proc", "--dev", "/dev",
-             "--size", str(BWRAP_TMPFS_BYTES), "--tmpfs", "/tmp", "--bind", str(copy), REPO_MOUNT,
+             "--bind", str(copy), REPO_MOUNT,
              "--ro-bind", str(GUEST), "/sandbox/_guest.py", "--ro-bind", str(WIRE), "/sandbox/_wire.py",
              "--chdir", REPO_MOUNT]
     return args
