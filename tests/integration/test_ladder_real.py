@@ -82,9 +82,15 @@ def test_table_agrees_with_separate_commands(ladder_home: Path) -> None:
     for row in result["rows"]:
         fit = json.loads(vl(ladder_home, "fit", row["model"], "--ctx", "2048", "--json").stdout)
         assert fit["total_bytes"] == row["memory_bytes"] and fit["fits"] == row["fits"]
+        # the row's speed is the recorded bench run it cites, exactly; a new bench of the same file
+        # lands in the same range (a wide band: this 2-core machine varies by 30 % between runs
+        # minutes apart, seen 2026-12-03 in CI: 99 against 141 tokens/s for a 135M model)
+        with ResultsDB(ladder_home / "results.sqlite") as db:
+            cited = db.get(row["runs"]["bench"])
+        assert cited is not None and cited.metrics["gen_tokens_per_s"].median == row["gen_tokens_per_s"]
         bench = json.loads(vl(ladder_home, "bench", row["model"], "--reps", "3", "--json").stdout)
-        assert bench["gen_tokens_per_s"] == pytest.approx(row["gen_tokens_per_s"], rel=0.25)
-        assert bench["ttft_s"] == pytest.approx(row["ttft_s"], rel=0.5)
+        assert bench["gen_tokens_per_s"] == pytest.approx(row["gen_tokens_per_s"], rel=0.5)
+        assert bench["ttft_s"] == pytest.approx(row["ttft_s"], rel=0.75)
         ev = vl(ladder_home, "eval", row["model"], "--subset", "quick", "--json")
         assert ev.returncode == 0, ev.stderr
         report = json.loads(ev.stdout)
