@@ -32,7 +32,7 @@ from . import humaneval as he
 from . import infill, repo, repo_suite
 from .generation import Batch, FimRequest, Generation
 from .reports import EvalReport, RepoReport
-from .run import EvalPlan, Task, _dataset_sha256, _metrics, _problems, _record_repo, _score, humaneval_tasks, infill_tasks
+from .run import EvalPlan, Task, _dataset_sha256, _metrics, _problems, _record_repo, _score, canary_programs, humaneval_tasks, infill_tasks
 from .sandbox import canary_check, run_programs
 
 T = TypeVar("T")
@@ -125,11 +125,7 @@ def _remote_programs(endpoint: Endpoint, identity: dict[str, Any], plan: EvalPla
                      db: ResultsDB | None, progress: ProgressFn) -> EvalReport:
     """HumanEval, the infill suite or the user's tasks: generate through the server, judge in the sandbox."""
     problems = _problems(plan)
-    if plan.suite == "infill":
-        good, wrong = infill.canary_programs(plan.limit)
-    else:
-        good, wrong = he.task_canary_programs(problems) if plan.suite_kind == "tasks" else he.canary_programs(problems)
-    canary_check(good, wrong, plan.limits)
+    canary_check(*canary_programs(plan, problems), plan.limits)
     style, tasks = _remote_tasks(endpoint, identity, plan, problems)
     expanded = [t for t in tasks for _ in range(plan.samples_per_task)]
     label = f"generate {endpoint.label}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from ..results import Metric
 from . import repo as R
 from .generation import FimBackend, FimRequest, Generation
 from .reports import RepoReport
-from .sandbox import REPO_LIMITS, Limits, TestRun, isolation_warning, run_repo_tests, strong_isolation
+from .sandbox import REPO_LIMITS, Limits, TestRun, isolation_warning, run_repo_tests, weakest_of
 
 # Most tokens of (prefix, suffix, neighbouring files) in one prompt: about 1.8k tokens a hole,
 # which a 2-core CPU reads at a few hundred tokens/s with a 0.5B model (docs/benchmarks.md).
@@ -108,7 +109,7 @@ def _baseline(repo: R.Repository, job: RepoJob, tests: dict[str, list[str]],
                            hint="is pytest installed for --python? see docs/sandbox.md for what the sandbox allows")
     good = {s: r.passed for s, r in zip(selections, runs) if r.finished and r.exit_code == 0 and not r.failed and r.passed}
     passing = {hid: good[tuple(v)] for hid, v in tests.items() if v and tuple(v) in good}
-    return passing, _weakest([r.isolation for r in runs])
+    return passing, weakest_of([r.isolation for r in runs])
 
 
 def _run_many(repo: R.Repository, job: RepoJob, work: Sequence[tuple[dict[str, str], list[str]]], progress: ProgressFn,
@@ -121,16 +122,8 @@ def _run_many(repo: R.Repository, job: RepoJob, work: Sequence[tuple[dict[str, s
         progress(phase, done[0], len(work))
         return run
 
-    import os
-
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return list(pool.map(one, work))
-
-
-def _weakest(isolations: Sequence[str]) -> str:
-    seen = sorted({i for i in isolations if i})
-    weak = [i for i in seen if not strong_isolation(i)]
-    return (weak or seen or [""])[0]
 
 
 def requests(prepared: Prepared, repo_level: bool) -> list[FimRequest]:
@@ -162,7 +155,7 @@ def score(prepared: Prepared, generations: Sequence[Generation], job: RepoJob,
         expected = prepared.baseline[str(rows[i]["hole"])]
         rows[i]["passed"] = run.finished and not run.failed and expected <= run.passed
         rows[i]["tests"] = run.reason
-    return rows, time.perf_counter() - t0, _weakest([prepared.isolation, *(r.isolation for r in runs)])
+    return rows, time.perf_counter() - t0, weakest_of([prepared.isolation, *(r.isolation for r in runs)])
 
 
 def by_kind(rows: Sequence[dict[str, Any]], kinds: Sequence[str]) -> dict[str, dict[str, float | int]]:

@@ -172,12 +172,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
     resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
     info = read_model_file(resolved.path)
     problems = _problems(plan)
-    if plan.suite == "infill":
-        good, wrong = infill.canary_programs(plan.limit)
-    elif plan.suite_kind == "tasks":
-        good, wrong = he.task_canary_programs(problems)
-    else:
-        good, wrong = he.canary_programs(problems)
+    good, wrong = canary_programs(plan, problems)
     progress("sandbox canary", 0, 1)
     canary_check(good, wrong, plan.limits)
     progress("sandbox canary", 1, 1)
@@ -226,6 +221,15 @@ def _problems(plan: EvalPlan) -> list[he.Problem]:
             raise UsageError(f"--limit {plan.limit} is out of range", hint=f"use 1 to {len(tasks)}")
         return tasks[: plan.limit] if plan.limit else tasks
     return he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
+
+
+def canary_programs(plan: EvalPlan, problems: Sequence[he.Problem]) -> tuple[list[Program], list[Program]]:
+    """The known-good and known-wrong programs the sandbox must tell apart before this suite is scored."""
+    if plan.suite == "infill":
+        return infill.canary_programs(plan.limit)
+    if plan.suite_kind == "tasks":
+        return he.task_canary_programs(problems)
+    return he.canary_programs(problems)
 
 
 def _dataset_sha256(plan: EvalPlan) -> str:

@@ -324,7 +324,12 @@ def _bwrap_works() -> bool:
 
 def weakest_isolation(outcomes: Sequence[Outcome]) -> str:
     """The isolation the programs of one run actually had: the weakest one any guest reported."""
-    seen = sorted({o.isolation for o in outcomes if o.isolation})
+    return weakest_of([o.isolation for o in outcomes])
+
+
+def weakest_of(isolations: Sequence[str]) -> str:
+    """The weakest of the isolations guests reported ("" when none reported any)."""
+    seen = sorted({i for i in isolations if i})
     weak = [layers for layers in seen if not strong_isolation(layers)]
     return (weak or seen or [""])[0]
 
