@@ -22,6 +22,7 @@ from typing import Any
 import llama_cpp as L
 
 from ..errors import EngineError
+from .lookup import PromptLookup
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
 
 _LOG_LINES: deque[str] = deque(maxlen=200)
@@ -79,6 +80,7 @@ class Sampling:
     top_k: int = 40
     top_p: float = 0.95
     seed: int = 1234
+    lookup: bool = False  # greedy only: prompt-lookup speculation (engine/lookup.py); same tokens, fewer passes
 
 
 @dataclass
@@ -89,6 +91,9 @@ class Generation:
     text: str = ""
     finish_reason: str = "length"
     prompt_tokens: int = 0
+    drafted: int = 0  # speculation: tokens guessed, and how many the model confirmed
+    accepted: int = 0
+    passes: int = 0  # decode passes that produced this sequence's tokens
     prompt_s: float = 0.0
     first_token_s: float = 0.0
     gen_s: float = 0.0
@@ -119,6 +124,8 @@ class _Sequence:
         self.result = Generation(prompt_tokens=len(prompt))
         self.done = False
         self.batch_index = -1
+        self.lookup: PromptLookup | None = None  # set for greedy sequences that speculate
+        self.draft: list[int] = []
 
     def append(self, token: int, piece: bytes) -> None:
         """Add a token; finish with "stop" when the text now contains a stop string."""
@@ -343,6 +350,8 @@ class LlamaEngine:
         with contextlib.ExitStack() as samplers:
             seqs = [_Sequence(i, p, samplers.enter_context(self.sampler(sampling)), list(stop or []), max_tokens)
                     for i, p in enumerate(prompts)]
+            for s in seqs:
+                self._speculate(s, sampling)
             t0 = time.perf_counter()
             for s in seqs:  # each prompt in its own decode call: its logits are the batch's last
                 self.decode_prompt(s.prompt, s.seq_id)
@@ -371,7 +380,18 @@ class LlamaEngine:
         s = _Sequence(slot, prompt, self._new_sampler(sampling), stop, max_tokens)
         s.result.prompt_s = time.perf_counter() - t0
         self._accept(s, self.sample(s.sampler, -1))
+        self._speculate(s, sampling)
         return s
+
+    def _speculate(self, s: _Sequence, sampling: Sampling) -> None:
+        """Give a greedy sequence asked to speculate its lookup index (prompt and first token)."""
+        if not sampling.lookup:
+            return
+        if sampling.temperature > 0:
+            raise EngineError("prompt-lookup speculation keeps greedy output only; it needs temperature 0")
+        if L.llama_model_is_recurrent(self.model) or L.llama_model_is_hybrid(self.model):
+            raise EngineError("this model's recurrent state cannot take back rejected guesses, so it cannot speculate")
+        s.lookup = PromptLookup(s.prompt + s.result.tokens)
 
     def share_prefix(self, tokens: list[int], seq_id: int) -> None:
         """Decode a prefix that later sequences copy (no logits: nothing is sampled from it)."""
@@ -389,23 +409,51 @@ class LlamaEngine:
         return chain
 
     def step(self, running: list[_Sequence]) -> None:
-        """One token for each running sequence: one llama_decode call for all, then each samples.
+        """One pass for each running sequence: one llama_decode call for all, then each samples.
 
         With a KV stream per sequence, llama.cpp splits a batch into one micro-batch (one pass
         over all the weights) per run of consecutive sequence ids in batch order, so the entries
-        go in sequence-id order; ``compact`` keeps the ids free of gaps.
+        go in sequence-id order; ``compact`` keeps the ids free of gaps. A sequence that
+        speculates sends its guessed tokens after its last one, in the same pass, and keeps as
+        many as the model would have chosen itself (``_verify``).
         """
         if not running:
             return
         running = sorted(running, key=lambda s: s.seq_id)
         entries = []
-        for i, s in enumerate(running):
+        room = self.settings.n_ctx if self.settings.kv_unified else self.settings.n_ctx // self.settings.n_seq_max
+        guesses = self.settings.n_batch - len(running)  # every entry's logits must come back from one decode call
+        for s in running:
+            wanted = min(s.max_tokens - len(s.result.tokens) - 1, room - s.pos - 1, guesses)
+            s.draft = s.lookup.draft()[: max(0, wanted)] if s.lookup else []
+            guesses -= len(s.draft)
+            s.batch_index = len(entries)
             entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
-            s.batch_index = i
-            s.pos += 1
+            entries += [(t, s.pos + 1 + j, s.seq_id, True) for j, t in enumerate(s.draft)]
         self._decode(entries)
         for s in running:
-            self._accept(s, self.sample(s.sampler, s.batch_index))
+            self._verify(s)
+
+    def _verify(self, s: _Sequence) -> None:
+        """Take the model's token after the last one and, while it equals the next guessed token,
+        the model's token after that one too; free the cache cells of the guesses it did not take."""
+        before, matched = len(s.result.tokens), 0
+        while True:
+            token = self.sample(s.sampler, s.batch_index + matched)
+            self._accept(s, token)
+            if s.done or matched >= len(s.draft) or s.draft[matched] != token:
+                break
+            matched += 1
+        start = s.pos
+        s.pos += 1 + matched
+        if len(s.draft) > matched:
+            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), s.seq_id, start + 1 + matched, -1)
+        s.result.passes += 1
+        if s.lookup is not None:
+            s.result.drafted += len(s.draft)
+            s.result.accepted += matched
+            s.lookup.feedback(len(s.draft), matched)
+            s.lookup.extend(s.result.tokens[before:])
 
     def compact(self, running: list[_Sequence]) -> bool:
         """Move sequences from the highest slots into free lower ones, so that ``running`` holds
