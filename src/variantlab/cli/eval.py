@@ -33,6 +33,7 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(help="repo: the seed that chooses the holes (same seed, same holes).")] = 0,
     kinds: Annotated[str, typer.Option(help="repo: kinds of hole, comma-separated: line, block, body.")] = "line,block,body",
     python: Annotated[Optional[str], typer.Option(help="repo: the interpreter with pytest and the project's dependencies (default: variantlab's).")] = None,
+    lookup: Annotated[bool, typer.Option("--lookup", help="Prompt-lookup speculation (greedy only): the same output, fewer decoding passes.")] = False,
     run_tests: Annotated[bool, typer.Option("--tests/--no-tests", help="repo: run the repository's tests that exercise each hole.")] = True,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
     ctx: Annotated[int, typer.Option(help="--suite kld: tokens per chunk.")] = 512,
@@ -63,7 +64,7 @@ def eval_cmd(
             plan = EvalPlan(suite=suite, limit=limit, subset=subset, samples_per_task=samples_per_task, temperature=temperature,
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=None if is_repo else target,
                             settings=EngineSettings(n_threads=threads), holes=holes, seed=seed,
-                            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), python=python, execute=run_tests)
+                            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), python=python, execute=run_tests, lookup=lookup)
             report = evaluate(model, plan, progress=progress, verify_hash=verify)
     warning = getattr(report, "sandbox_warning", None)
     if warning:

@@ -49,6 +49,9 @@ class EvalReport(Scores):
     cut_at_max_tokens: int = 0
     per_task: dict[str, Any] = field(default_factory=dict)
     samples_file: str | None = None
+    drafted_tokens: int = 0  # --lookup: tokens guessed, and how many the model confirmed
+    accepted_tokens: int = 0
+    decode_passes: int = 0
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class EvalPlan:
     kinds: tuple[str, ...] = repo.KINDS
     python: str | None = None  # the interpreter that runs the repository's tests (default: this one)
     execute: bool = True
+    lookup: bool = False  # prompt-lookup speculation (greedy only): the same output in fewer passes
 
     @property
     def suite_kind(self) -> str:
@@ -85,6 +86,8 @@ class EvalPlan:
         if self.samples_per_task > 1 and self.temperature <= 0:
             raise UsageError(f"{self.samples_per_task} samples per task at temperature 0 would all be the same",
                              hint="give --temperature 0.2 (or 0.8 for pass@10 and up)")
+        if self.lookup and self.temperature > 0:
+            raise UsageError("--lookup keeps greedy output only", hint="leave --temperature at 0, or drop --lookup")
         if not 0 <= self.temperature <= 5:
             raise UsageError(f"--temperature {self.temperature} is out of range", hint="use 0 (greedy) to 5")
         if not 1 <= self.max_tokens <= 8192:
@@ -202,7 +205,10 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
                       samples_per_task=plan.samples_per_task, generation_s=outputs["seconds"],
                       generated_tokens=outputs["tokens"],
                       cut_at_max_tokens=sum(1 for _, _, g in completions if g["finish_reason"] == "length"),
-                      per_task=per_task, samples_file=str(plan.samples_out) if plan.samples_out else None)
+                      per_task=per_task, samples_file=str(plan.samples_out) if plan.samples_out else None,
+                      drafted_tokens=sum(g.get("drafted", 0) for _, _, g in completions),
+                      accepted_tokens=sum(g.get("accepted", 0) for _, _, g in completions),
+                      decode_passes=sum(g.get("passes", 0) for _, _, g in completions))
 
 
 def _scores(by_task: dict[str, list[bool]], outcomes: Sequence[Outcome], n_tasks: int, samples: int) -> Scores:
@@ -239,7 +245,7 @@ def _dataset_sha256(plan: EvalPlan) -> str:
 def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
     suite_version = infill.SUITE_VERSION if plan.suite == "infill" else he.SUITE_VERSION
     settings = {**plan.settings.to_dict(), "limit": plan.limit, "subset": plan.subset, "samples_per_task": plan.samples_per_task,
-                "temperature": plan.temperature, "max_tokens": plan.max_tokens, "parallel": plan.parallel,
+                "temperature": plan.temperature, "max_tokens": plan.max_tokens, "parallel": plan.parallel, "lookup": plan.lookup,
                 "timeout_s": plan.limits.timeout_s, "memory_bytes": plan.limits.memory_bytes}
     if plan.suite_kind in ("tasks", "repo"):
         settings["source"] = plan.suite
@@ -283,7 +289,7 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
             index = [i for i, t in enumerate(expanded) if t.stops == stops]
             got = engine.call("generate_many", prompts=[prompts[i] for i in index], max_tokens=plan.max_tokens,
                               stop=list(stops), on_progress=on_done,
-                              sampling={"temperature": plan.temperature, "seed": plan.settings.seed})
+                              sampling={"temperature": plan.temperature, "seed": plan.settings.seed, "lookup": plan.lookup})
             for i, g in zip(index, got):
                 gens[i] = g
         seconds = time.perf_counter() - t0
