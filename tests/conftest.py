@@ -73,6 +73,16 @@ def smol_model(real_store: Store) -> str:
 
 
 @pytest.fixture(scope="session")
+def coder_pair(real_store: Store) -> tuple[str, str]:
+    """Qwen2.5-Coder 1.5B and 0.5B (one tokenizer): a real target and draft for speculative decoding."""
+    paths = []
+    for name in ("qwen2.5-coder-1.5b-instruct:q4_k_m", "qwen2.5-coder-0.5b-instruct:q4_k_m"):
+        fetch(name, store=real_store)
+        paths.append(str(real_store.resolve(name).path))
+    return paths[0], paths[1]
+
+
+@pytest.fixture(scope="session")
 def gemma_model(real_store: Store) -> str:
     """Gemma 3 270M (241 MiB): the real sliding-window model MODELS.md lists."""
     fetch("gemma-3-270m:q4_k_m", store=real_store)

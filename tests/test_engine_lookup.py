@@ -34,7 +34,7 @@ def test_greedy_output_is_identical_with_speculation(smol_model: str) -> None:
         code = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\n"
         prompt = engine.tokenize("Repeat this code exactly:\n" + code + "\nHere it is again:\n" + code[:20])
         plain = engine.generate(prompt, 64, sampling=Sampling())
-        fast = engine.generate(prompt, 64, sampling=Sampling(lookup=True))
+        fast = engine.generate(prompt, 64, sampling=Sampling(speculate="lookup"))
         assert fast.tokens == plain.tokens and fast.text == plain.text
         assert fast.drafted > 0 and fast.accepted > 0 and fast.passes < len(fast.tokens)
         assert plain.drafted == 0 and plain.passes >= len(plain.tokens) - 1

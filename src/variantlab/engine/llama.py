@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import ctypes
 import random
 import re
@@ -23,6 +24,7 @@ import llama_cpp as L
 
 from ..errors import EngineError
 from .lookup import PromptLookup
+from .speculative import DraftModel, accept_or_replace, draw, target_probabilities
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
 
 _LOG_LINES: deque[str] = deque(maxlen=200)
@@ -80,7 +82,9 @@ class Sampling:
     top_k: int = 40
     top_p: float = 0.95
     seed: int = 1234
-    lookup: bool = False  # greedy only: prompt-lookup speculation (engine/lookup.py); same tokens, fewer passes
+    # speculation: "lookup" (guesses from the sequence itself, engine/lookup.py) or "draft" (the
+    # engine's draft model, engine/speculative.py); greedy output stays the same tokens
+    speculate: str = ""
 
 
 @dataclass
@@ -124,8 +128,15 @@ class _Sequence:
         self.result = Generation(prompt_tokens=len(prompt))
         self.done = False
         self.batch_index = -1
-        self.lookup: PromptLookup | None = None  # set for greedy sequences that speculate
+        self.lookup: PromptLookup | None = None  # set for sequences that guess from their own history
+        self.drafts_with_model = False
         self.draft: list[int] = []
+        self.rng: Any = None  # numpy's generator, for sampled sequences that speculate
+        self.sampling = Sampling()
+
+    @property
+    def history(self) -> list[int]:
+        return self.prompt + self.result.tokens
 
     def append(self, token: int, piece: bytes) -> None:
         """Add a token; finish with "stop" when the text now contains a stop string."""
@@ -174,6 +185,26 @@ class LlamaEngine:
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.batch = L.llama_batch_init(settings.n_batch, 0, settings.n_seq_max)
+        self.draft: DraftModel | None = None
+        if settings.draft_model:
+            self._load_draft(settings)
+
+    def _load_draft(self, settings: EngineSettings) -> None:
+        """The draft model beside the target, with a context like the target's; refused (and both
+        freed) when its vocabulary or size makes it useless."""
+        t0 = time.perf_counter()
+        try:
+            draft_engine = LlamaEngine(str(settings.draft_model), dataclasses.replace(settings, draft_model=None))
+        except EngineError:
+            self.close()
+            raise
+        try:
+            self.draft = DraftModel(draft_engine, self)
+        except EngineError:
+            draft_engine.close()
+            self.close()
+            raise
+        self.draft_load_s = time.perf_counter() - t0
 
     def _new_context(self, settings: EngineSettings) -> Any:
         cparams = L.llama_context_default_params()
@@ -195,6 +226,9 @@ class LlamaEngine:
         return ctx
 
     def close(self) -> None:
+        if getattr(self, "draft", None) is not None:
+            self.draft.close()
+            self.draft = None
         if getattr(self, "batch", None) is not None:
             L.llama_batch_free(self.batch)
             self.batch = None
@@ -279,6 +313,8 @@ class LlamaEngine:
         """Forget every sequence in the KV cache."""
         L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
         self._depth_filled = 0
+        if self.draft is not None:
+            self.draft.clear()
 
     def _fill_depth(self, depth: int) -> None:
         """Sequence 0 holding ``depth`` random tokens and nothing after them (llama-bench's ``-d``).
@@ -350,19 +386,20 @@ class LlamaEngine:
         with contextlib.ExitStack() as samplers:
             seqs = [_Sequence(i, p, samplers.enter_context(self.sampler(sampling)), list(stop or []), max_tokens)
                     for i, p in enumerate(prompts)]
-            for s in seqs:
-                self._speculate(s, sampling)
             t0 = time.perf_counter()
             for s in seqs:  # each prompt in its own decode call: its logits are the batch's last
                 self.decode_prompt(s.prompt, s.seq_id)
                 s.result.prompt_s = time.perf_counter() - t0
                 self._accept(s, self.sample(s.sampler, -1))
                 s.result.first_token_s = time.perf_counter() - t0
+                self._speculate(s, sampling)
             t_gen = time.perf_counter()
             while live := [s for s in seqs if not s.done]:
                 self.compact(live)  # a finished sequence's KV is not needed any more
                 self.step(live)
         for s in seqs:
+            if self.draft is not None:
+                self.draft.release(id(s))
             s.result.gen_s = time.perf_counter() - t_gen
             s.finish_text()
         return [s.result for s in seqs]
@@ -384,14 +421,24 @@ class LlamaEngine:
         return s
 
     def _speculate(self, s: _Sequence, sampling: Sampling) -> None:
-        """Give a greedy sequence asked to speculate its lookup index (prompt and first token)."""
-        if not sampling.lookup:
+        """Set a sequence asked to speculate up with its guesser: its own history, or the draft model."""
+        s.sampling = sampling
+        if not sampling.speculate:
             return
-        if sampling.temperature > 0:
-            raise EngineError("prompt-lookup speculation keeps greedy output only; it needs temperature 0")
+        if sampling.speculate not in ("lookup", "draft"):
+            raise EngineError(f"unknown speculation {sampling.speculate!r}: use lookup or draft")
         if L.llama_model_is_recurrent(self.model) or L.llama_model_is_hybrid(self.model):
             raise EngineError("this model's recurrent state cannot take back rejected guesses, so it cannot speculate")
-        s.lookup = PromptLookup(s.prompt + s.result.tokens)
+        if sampling.speculate == "draft" and self.draft is None:
+            raise EngineError("speculation with a draft model needs one loaded beside the target (EngineSettings.draft_model)")
+        if sampling.temperature > 0:
+            import numpy as np
+
+            s.rng = np.random.default_rng(sampling.seed)
+        if sampling.speculate == "lookup":
+            s.lookup = PromptLookup(s.history)
+        else:
+            s.drafts_with_model = True
 
     def share_prefix(self, tokens: list[int], seq_id: int) -> None:
         """Decode a prefix that later sequences copy (no logits: nothing is sampled from it)."""
@@ -420,13 +467,9 @@ class LlamaEngine:
         if not running:
             return
         running = sorted(running, key=lambda s: s.seq_id)
+        self._guess(running)
         entries = []
-        room = self.settings.n_ctx if self.settings.kv_unified else self.settings.n_ctx // self.settings.n_seq_max
-        guesses = self.settings.n_batch - len(running)  # every entry's logits must come back from one decode call
         for s in running:
-            wanted = min(s.max_tokens - len(s.result.tokens) - 1, room - s.pos - 1, guesses)
-            s.draft = s.lookup.draft()[: max(0, wanted)] if s.lookup else []
-            guesses -= len(s.draft)
             s.batch_index = len(entries)
             entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
             entries += [(t, s.pos + 1 + j, s.seq_id, True) for j, t in enumerate(s.draft)]
@@ -434,26 +477,68 @@ class LlamaEngine:
         for s in running:
             self._verify(s)
 
+    def _guess(self, running: list[_Sequence]) -> None:
+        """Each speculating sequence's guesses for this pass, within its token and cache limits and
+        the batch (every entry's logits must come back from one decode call)."""
+        room = self.settings.n_ctx if self.settings.kv_unified else self.settings.n_ctx // self.settings.n_seq_max
+        spare = self.settings.n_batch - len(running)
+        wanted = {}
+        for s in running:
+            wanted[id(s)] = n = max(0, min(s.max_tokens - len(s.result.tokens) - 1, room - s.pos - 1, spare))
+            spare -= n
+        by_model = [s for s in running if s.drafts_with_model]
+        proposals = self.draft.propose([(id(s), s.history, wanted[id(s)]) for s in by_model]) if by_model and self.draft else {}
+        for s in running:
+            if s.lookup is not None:
+                s.draft = s.lookup.draft()[: wanted[id(s)]]
+            else:
+                s.draft = proposals.get(id(s), [])[: wanted[id(s)]]
+
     def _verify(self, s: _Sequence) -> None:
         """Take the model's token after the last one and, while it equals the next guessed token,
-        the model's token after that one too; free the cache cells of the guesses it did not take."""
-        before, matched = len(s.result.tokens), 0
-        while True:
-            token = self.sample(s.sampler, s.batch_index + matched)
-            self._accept(s, token)
-            if s.done or matched >= len(s.draft) or s.draft[matched] != token:
-                break
-            matched += 1
+        the model's token after that one too; free the cache cells of the guesses it did not take.
+        A sampled sequence keeps a guess by the standard acceptance rule instead (speculative.py)."""
+        before = len(s.result.tokens)
+        matched = self._check_sampled(s) if s.rng is not None else self._check_greedy(s)
         start = s.pos
         s.pos += 1 + matched
         if len(s.draft) > matched:
             L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), s.seq_id, start + 1 + matched, -1)
         s.result.passes += 1
+        s.result.drafted += len(s.draft)
+        s.result.accepted += matched
         if s.lookup is not None:
-            s.result.drafted += len(s.draft)
-            s.result.accepted += matched
             s.lookup.feedback(len(s.draft), matched)
             s.lookup.extend(s.result.tokens[before:])
+        elif s.drafts_with_model and self.draft is not None and not s.done:
+            self.draft.confirmed(id(s), len(s.history), len(s.draft), matched)
+
+    def _check_greedy(self, s: _Sequence) -> int:
+        matched = 0
+        while True:
+            token = self.sample(s.sampler, s.batch_index + matched)
+            self._accept(s, token)
+            if s.done or matched >= len(s.draft) or s.draft[matched] != token:
+                return matched
+            matched += 1
+
+    def _check_sampled(self, s: _Sequence) -> int:
+        import numpy as np
+
+        sp = s.sampling
+        for j in range(len(s.draft) + 1):
+            logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, s.batch_index + j), shape=(self.n_vocab,))
+            p = target_probabilities(logits, sp.temperature, sp.top_k, sp.top_p)
+            if j == len(s.draft):
+                self._accept(s, draw(p, s.rng))
+                return j
+            token, kept = accept_or_replace(p, s.draft[j], s.rng)
+            self._accept(s, token)
+            if not kept:
+                return j
+            if s.done:
+                return j + 1
+        return len(s.draft)
 
     def compact(self, running: list[_Sequence]) -> bool:
         """Move sequences from the highest slots into free lower ones, so that ``running`` holds
@@ -477,6 +562,8 @@ class LlamaEngine:
         """Free a finished (or abandoned) sequence's sampler and its cells of the KV cache."""
         L.llama_sampler_free(s.sampler)
         self.release_slot(s.seq_id)
+        if self.draft is not None:
+            self.draft.release(id(s))
 
     def release_slot(self, seq_id: int) -> None:
         """Free a slot's cells of the KV cache (what a request that failed while starting left there)."""

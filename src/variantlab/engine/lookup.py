@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .speculative import DraftLength
+
 
 class PromptLookup:
     """An index of the sequence's n-grams (n from ``ngram_min`` to ``ngram_max``) to where each last ended."""
@@ -21,8 +23,7 @@ class PromptLookup:
                  draft_max: int = 16) -> None:
         self.tokens: list[int] = []
         self.ngram_min, self.ngram_max = ngram_min, ngram_max
-        self.draft_min, self.draft_max = draft_min, draft_max
-        self.k = 8
+        self.length = DraftLength(least=draft_min, most=draft_max)
         self.seen: dict[tuple[int, ...], int] = {}  # n-gram → the position just after its latest earlier occurrence
         self.extend(tokens)
 
@@ -45,12 +46,9 @@ class PromptLookup:
                 continue
             at = self.seen.get(tuple(self.tokens[-n:]))
             if at is not None:
-                return self.tokens[at: at + self.k]
+                return self.tokens[at: at + self.length.k]
         return []
 
     def feedback(self, proposed: int, accepted: int) -> None:
         """Adapt the guess length to how much of the last guess the target took."""
-        if proposed and accepted == proposed:
-            self.k = min(self.draft_max, self.k + 2)
-        elif proposed and accepted == 0:
-            self.k = max(self.draft_min, self.k // 2)
+        self.length.feedback(proposed, accepted)

@@ -36,6 +36,9 @@ class EngineSettings:
     # False: each sequence has its own KV stream of n_ctx / n_seq_max cells and attends over its
     # own cells only (fast batches); True: one pool, as llama-server's --kv-unified
     kv_unified: bool = False
+    # a smaller model with the same vocabulary, loaded beside this one to guess its next tokens
+    # (speculative decoding, engine/speculative.py); its context is made like this one's
+    draft_model: str | None = None
 
     def resolved(self) -> EngineSettings:
         """These settings with defaults filled in and every value checked."""

@@ -289,7 +289,7 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
             index = [i for i, t in enumerate(expanded) if t.stops == stops]
             got = engine.call("generate_many", prompts=[prompts[i] for i in index], max_tokens=plan.max_tokens,
                               stop=list(stops), on_progress=on_done,
-                              sampling={"temperature": plan.temperature, "seed": plan.settings.seed, "lookup": plan.lookup})
+                              sampling={"temperature": plan.temperature, "seed": plan.settings.seed, "speculate": "lookup" if plan.lookup else ""})
             for i, g in zip(index, got):
                 gens[i] = g
         seconds = time.perf_counter() - t0
