@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from variantlab.engine.speculative import DraftLength, accept_or_replace, target_probabilities
+from variantlab.engine.speculative import Acceptance, PassCost, accept_or_replace, choose_length, target_probabilities
 
 
 def _llama_chain_probabilities(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
@@ -65,19 +65,34 @@ def test_a_guess_is_kept_as_often_as_the_target_would_choose_it() -> None:
     assert kept / 20_000 == pytest.approx(0.3, abs=0.015)
 
 
-def test_the_draft_length_follows_the_acceptance() -> None:
-    length = DraftLength(k=8, least=2, most=12)
-    length.feedback(8, 8)
-    assert length.k == 10
-    length.feedback(10, 10)
-    length.feedback(12, 12)
-    assert length.k == 12
-    length.feedback(12, 5)
-    assert length.k == 12  # partly taken: unchanged
-    length.feedback(12, 0)
-    length.feedback(6, 0)
-    length.feedback(3, 0)
-    assert length.k == 2
+def test_the_guess_length_weighs_expected_tokens_against_measured_pass_costs() -> None:
+    passes = PassCost()
+    for n, seconds in {1: 1.0, 2: 1.6, 3: 2.1, 4: 2.6, 9: 7.4}.items():  # this CPU's shape (docs/benchmarks.md)
+        passes.record(n, seconds)
+    # rate 0.9, k = 3: 1 + .9 + .81 + .729 = 3.439 tokens for 2.6 s = 1.32 per s, the best
+    # (k = 2: 2.71 / 2.1 = 1.29; k = 4: 4.095 / (2.6 + 0.5) = 1.32 but less; k = 8: 6.13 / 7.4)
+    assert choose_length(0.9, passes, 0, 0.0, 16) == 3
+    assert choose_length(0.3, passes, 0, 0.0, 16) == 0  # 1.3 / 1.6 < 1: guessing does not pay
+    # a draft model's steps cost too: at 0.6 s a step even a sure guess loses
+    assert choose_length(0.99, passes, 0, 0.6, 16) == 0
+    assert choose_length(0.9, passes, 0, 0.0, 2) == 2  # never beyond what is wanted
+
+
+def test_an_untimed_pass_size_is_priced_from_the_nearest_smaller_one() -> None:
+    passes = PassCost()
+    assert passes.cost(3) == pytest.approx(2.0)  # nothing timed: 1 + 0.5 per extra token, in 1-pass units
+    passes.record(1, 0.04)
+    passes.record(4, 0.11)
+    assert passes.cost(6) == pytest.approx(0.11 + 2 * 0.02)
+    passes.record(4, 0.21)
+    assert passes.cost(4) == pytest.approx(0.7 * 0.11 + 0.3 * 0.21)
+
+
+def test_the_acceptance_rate_counts_tokens_judged() -> None:
+    rate = Acceptance(successes=0.0, trials=0.0)
+    rate.record(4, 4)  # 4 of 4 judged and kept
+    rate.record(4, 1)  # 1 kept, then 1 refused; the last 2 were never judged
+    assert rate.rate == pytest.approx((0.8 * 4 + 1) / (0.8 * 4 + 2))
 
 
 CHAT = ("<|im_start|>user\nWrite a Python function is_prime(n) that returns True if n is prime.<|im_end|>\n"
@@ -94,13 +109,13 @@ def test_a_draft_model_gives_the_target_s_greedy_tokens_in_fewer_passes(coder_pa
     try:
         prompt = engine.tokenize(CHAT)
         plain = engine.generate(prompt, 96, sampling=Sampling())
-        fast = engine.generate(prompt, 96, sampling=Sampling(speculate="draft"))
+        fast = engine.generate(prompt, 96, sampling=Sampling(speculate="draft", draft_min=4))
         assert fast.tokens == plain.tokens and fast.text == plain.text
         assert fast.accepted > len(fast.tokens) // 3 and fast.passes < len(fast.tokens) // 2
-        both = engine.generate_batch([prompt, prompt[:-3]], 48, sampling=Sampling(speculate="draft"))
+        both = engine.generate_batch([prompt, prompt[:-3]], 48, sampling=Sampling(speculate="draft", draft_min=4))
         alone = engine.generate_batch([prompt, prompt[:-3]], 48, sampling=Sampling())
         assert [g.tokens for g in both] == [g.tokens for g in alone]
-        sampled = engine.generate(prompt, 48, sampling=Sampling(temperature=0.8, speculate="draft"))
+        sampled = engine.generate(prompt, 48, sampling=Sampling(temperature=0.8, speculate="draft", draft_min=4))
         assert sampled.drafted > 0 and len(sampled.tokens) > 0
     finally:
         engine.close()

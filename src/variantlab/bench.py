@@ -20,10 +20,14 @@ from .errors import UsageError
 from .files import ProgressFn, no_progress
 from .fit import Estimate, FitRequest, fit
 from .hardware import machine_facts, memory_bandwidth
-from .lock.pins import resolve_for_use
+from .knowledge import load_data
+from .lock.pins import resolve_draft_for_use, resolve_for_use
 from .modelfile import read_model_file
 from .results import Metric, ResultsDB, Run
 from .store import ResolvedModel, Store
+
+
+SPECULATION_CTX = 512  # room for the speculation test's code prompt (bench_prompts.toml), before its --gen tokens
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class BenchPlan:
     settings: EngineSettings = EngineSettings()
     explicit_ctx: bool = False  # False: the context is n_depth + n_prompt + n_gen, as in llama-bench
     n_depth: int = 0  # tokens already in the KV cache when each test starts (llama-bench -d)
+    speculate: str = ""  # "lookup" or "draft": also time greedy generation of a code prompt with and without it
+    draft: str | None = None  # the draft model (a model reference) for "draft"
+    mem_bytes: int | None = None  # the memory the target and its draft must fit in (None: RAM available now)
 
     def checked(self) -> BenchPlan:
         if self.reps < 1 or self.reps > 1000:
@@ -48,14 +55,23 @@ class BenchPlan:
         if self.explicit_ctx and self.settings.n_ctx < needed:
             raise UsageError(f"--ctx {self.settings.n_ctx} cannot hold --depth {self.n_depth} plus the test's {needed - self.n_depth} tokens",
                              hint=f"use --ctx {needed} or more, or leave --ctx out")
+        if self.speculate not in ("", "lookup", "draft") or (self.speculate == "draft") != bool(self.draft):
+            raise UsageError("speculation is --lookup or --draft MODEL, one of them")
+        if self.speculate and self.n_gen < 16:
+            raise UsageError(f"--gen {self.n_gen} is too short to time speculation", hint="use --gen 64 or more")
         total = self.n_depth + self.n_prompt + self.n_gen
+        if self.speculate:
+            total = max(total, SPECULATION_CTX + self.n_gen)
         settings = self.settings if self.explicit_ctx else replace(self.settings, n_ctx=max(16, total))
         return replace(self, settings=settings.resolved())
 
     def recorded(self) -> dict[str, Any]:
         """The settings a bench run records (and a resumed ladder matches): engine settings plus the test."""
-        return {**self.settings.to_dict(), "n_prompt": self.n_prompt, "n_gen": self.n_gen, "reps": self.reps,
-                "n_depth": self.n_depth}
+        found = {**self.settings.to_dict(), "n_prompt": self.n_prompt, "n_gen": self.n_gen, "reps": self.reps,
+                 "n_depth": self.n_depth}
+        if self.speculate:
+            found["speculate"] = self.speculate
+        return found
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,7 @@ class BenchResult:
     engine_version: str | None = None
     note: str | None = None
     twin_of: str | None = None  # measured on a twin (random weights) of this variant
+    speculation: dict[str, Any] | None = None  # --lookup / --draft: the code prompt's speeds with and without, and the counts
 
     @property
     def ok(self) -> bool:
@@ -123,6 +140,11 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
     # every name is resolved before anything runs: a misspelt third name fails at once
     # a role of the lock in force resolves to its pinned blob, hash-checked before loading
     resolved = {ref: resolve_for_use(ref, store=store, verify_hash=verify_hash) for ref in refs if not is_openai_spec(ref)}
+    if plan.speculate and len(resolved) < len(refs):
+        raise UsageError("--lookup/--draft time variantlab's engine; a server decides its own speculation", hint="drop them for openai: models")
+    drafts = {ref: resolve_draft_for_use(ref, r, plan.draft, FitRequest(ctx=plan.settings.n_ctx, ram_bytes=plan.mem_bytes),
+                                         store=store, verify_hash=verify_hash)
+              for ref, r in resolved.items()} if plan.draft else {}
     bandwidth = memory_bandwidth()
     hardware = machine_facts()
     own_db = db is None
@@ -130,7 +152,7 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
     try:
         return [
             _bench_openai(ref, plan, db, hardware, progress, api_model, api_key) if is_openai_spec(ref)
-            else _bench_one(resolved[ref], plan, db, hardware, bandwidth, progress)
+            else _bench_one(resolved[ref], plan, db, hardware, bandwidth, progress, drafts.get(ref))
             for ref in refs
         ]
     finally:
@@ -139,7 +161,7 @@ def bench_models(refs: list[str], plan: BenchPlan, *, store: Store | None = None
 
 
 def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware: dict[str, Any],
-               bandwidth: float, progress: ProgressFn) -> BenchResult:
+               bandwidth: float, progress: ProgressFn, draft: ResolvedModel | None = None) -> BenchResult:
     info = read_model_file(resolved.path)
     if info.context_length and plan.settings.n_ctx > info.context_length:
         raise UsageError(f"context {plan.settings.n_ctx} exceeds {resolved.label}'s maximum of {info.context_length} tokens")
@@ -147,6 +169,9 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
     settings = plan.recorded()
     if resolved.manifest and resolved.manifest.synthetic:  # a twin: its figures are the variant's, labelled so
         settings["twin_of"] = resolved.manifest.synthetic.get("variant")
+    if draft is not None:
+        settings.update(draft_model=draft.label, draft_sha256=draft.manifest.sha256 if draft.manifest else None)
+        plan = replace(plan, settings=replace(plan.settings, draft_model=str(draft.path)))
     run = Run(kind="bench", model=resolved.label, backend="llama.cpp", settings=settings, hardware=hardware,
               variantlab_version=__version__, model_sha256=sha, file_type=info.file_type)
     try:
@@ -166,6 +191,8 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
         "bandwidth_fraction": Metric.of("bandwidth_fraction", [g * per_token / bandwidth for g in gen], "ratio"),
         "ceiling_tokens_per_s": Metric.of("ceiling_tokens_per_s", [bandwidth / per_token], "tokens/s"),
     }
+    if "speculation" in measured:
+        run.metrics.update(_speculation_metrics(measured["speculation"]))
     db.record(run)
     return summary(run, bandwidth, per_token)
 
@@ -191,10 +218,45 @@ def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tu
             if plan.n_gen:
                 found["gen_tokens_per_s"].append(plan.n_gen / engine.call("time_generation", n_gen=plan.n_gen, depth=depth))
             progress(label, rep + 3, steps)
+        if plan.speculate:
+            found["speculation"] = _time_speculation(engine, plan, label, progress)
         info = engine.call("info")  # peak memory before the extra loads below, which overlap the first
         found["load_s"] += engine.call("reload_times", times=plan.reps - 1)
     found["peak_rss_bytes"] = info["peak_rss_bytes"]
     return found, engine_version(info["system_info"])
+
+
+def _time_speculation(engine: EngineProcess, plan: BenchPlan, label: str, progress: ProgressFn) -> list[dict[str, Any]]:
+    """Greedy generation of ``plan.n_gen`` tokens from the code prompt, without and with
+    speculation in turn, ``plan.reps`` times (after one warm-up of each): each pair's speeds,
+    counts and whether the two outputs are the same tokens."""
+    prompt = engine.call("tokenize", text=load_data("bench_prompts.toml")["speculation"]["text"])
+    pairs = []
+    for rep in range(plan.reps + 1):
+        progress(f"{label}: speculation", rep, plan.reps + 1)
+        plain = engine.call("generate", prompt=prompt, max_tokens=plan.n_gen, sampling={})
+        fast = engine.call("generate", prompt=prompt, max_tokens=plan.n_gen, sampling={"speculate": plan.speculate})
+        if rep:  # the first pair warms up
+            pairs.append({"plain": plain, "fast": fast})
+    progress(f"{label}: speculation", plan.reps + 1, plan.reps + 1)
+    return pairs
+
+
+def _speculation_metrics(pairs: list[dict[str, Any]]) -> dict[str, Metric]:
+    """Speeds after the first token (tokens ÷ seconds), the speed-up of each pair, the share of
+    guessed tokens the target kept, tokens per target pass, and identical outputs (1) or not (0)."""
+    def speed(g: dict[str, Any]) -> float:
+        return (len(g["tokens"]) - 1) / g["gen_s"]
+
+    fast = [p["fast"] for p in pairs]
+    return {
+        "code_gen_tokens_per_s": Metric.of("code_gen_tokens_per_s", [speed(p["plain"]) for p in pairs], "tokens/s"),
+        "spec_gen_tokens_per_s": Metric.of("spec_gen_tokens_per_s", [speed(g) for g in fast], "tokens/s"),
+        "spec_speedup": Metric.of("spec_speedup", [speed(p["fast"]) / speed(p["plain"]) for p in pairs], "ratio"),
+        "spec_acceptance": Metric.of("spec_acceptance", [g["accepted"] / g["drafted"] if g["drafted"] else 0.0 for g in fast], "ratio"),
+        "spec_tokens_per_pass": Metric.of("spec_tokens_per_pass", [(len(g["tokens"]) - 1) / max(1, g["passes"]) for g in fast], "tokens"),
+        "spec_identical": Metric.of("spec_identical", [float(p["fast"]["tokens"] == p["plain"]["tokens"]) for p in pairs], "ratio"),
+    }
 
 
 def _bench_openai(ref: str, plan: BenchPlan, db: ResultsDB, hardware: dict[str, Any], progress: ProgressFn,
@@ -246,7 +308,19 @@ def summary(run: Run, bandwidth: float, bytes_per_token: int) -> BenchResult:
         threads=run.settings["n_threads"], n_prompt=run.settings["n_prompt"], n_gen=run.settings["n_gen"],
         ctx=run.settings["n_ctx"], spread=spread, engine_version=run.engine_version,
         n_depth=run.settings.get("n_depth", 0), twin_of=run.settings.get("twin_of"),
+        speculation=_speculation_summary(run, med),
     )
+
+
+SPECULATION_FIGURES = ("code_gen_tokens_per_s", "spec_gen_tokens_per_s", "spec_speedup", "spec_acceptance",
+                       "spec_tokens_per_pass", "spec_identical")
+
+
+def _speculation_summary(run: Run, med: dict[str, float | None]) -> dict[str, Any] | None:
+    if "spec_speedup" not in run.metrics:
+        return None
+    return {"method": run.settings.get("speculate"), "draft_model": run.settings.get("draft_model"),
+            **{name: med[name] for name in SPECULATION_FIGURES}}
 
 
 

@@ -377,6 +377,29 @@ def fit(ref: str, request: FitRequest, store: Store | None = None) -> Estimate:
     return estimate(network_for(ref, store), request)
 
 
+def check_draft(target: Path, draft: Path, draft_label: str, request: FitRequest) -> Estimate:
+    """A draft model for speculative decoding, checked before either loads: the target's tokenizer,
+    fewer weights than the target, and room in memory for both at ``request``'s context (each gets
+    a context of that size). Returns the draft's own estimate."""
+    t_net, d_net = network_from_file(target), network_from_file(draft, draft_label)
+    if t_net.tokenizer != d_net.tokenizer or abs(t_net.n_vocab - d_net.n_vocab) > 128:
+        raise UsageError(f"the draft {draft_label} has another vocabulary ({d_net.tokenizer}, {d_net.n_vocab} tokens) than the "
+                         f"target ({t_net.tokenizer}, {t_net.n_vocab} tokens): its guesses would be other tokens",
+                         hint="give a smaller model of the target's family (Qwen2.5-Coder 0.5B for the 1.5B), or --lookup")
+    if d_net.weights_bytes >= t_net.weights_bytes:
+        raise UsageError(f"the draft {draft_label} ({d_net.weights_bytes / 2**30:.2f} GiB of weights) is not smaller than "
+                         f"the target ({t_net.weights_bytes / 2**30:.2f} GiB): guessing would cost more than it saves",
+                         hint="give a smaller draft, or swap the two")
+    target_est, draft_est = estimate(t_net, request), estimate(d_net, request)
+    needed = target_est.cpu_bytes + draft_est.cpu_bytes
+    if needed > target_est.ram_budget_bytes:
+        raise UsageError(f"the draft {draft_label} ({draft_est.cpu_bytes / 2**30:.2f} GiB at {request.ctx} tokens) does not fit "
+                         f"beside the target ({target_est.cpu_bytes / 2**30:.2f} GiB): {needed / 2**30:.2f} GiB needed, "
+                         f"{target_est.ram_budget_bytes / 2**30:.2f} GiB available",
+                         hint="use a smaller context or a smaller draft, or --lookup (no second model)")
+    return draft_est
+
+
 def max_context(net: Network, request: FitRequest) -> Estimate:
     """The largest context that fits the budget: a multiple of 256 (llama.cpp's padding), at
     most the model's limit, found by bisection over the estimate (memory grows with context).

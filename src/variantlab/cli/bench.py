@@ -11,8 +11,9 @@ from rich.table import Table
 
 from ..bench import BenchPlan, BenchResult, bench_models
 from ..engine import EngineSettings
+from ..errors import UsageError
 from ..twin import measure_twins
-from .output import human_bytes, print_json, progress_bars, stdout_console
+from .output import gib_option_bytes, human_bytes, print_json, progress_bars, stdout_console
 
 
 def bench(
@@ -30,6 +31,9 @@ def bench(
     api_model: Annotated[Optional[str], typer.Option(help="For openai:URL models: the server's model id (default: its first).")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="For openai:URL models: the bearer key.")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Re-hash locked models even if unchanged since their last check.")] = False,
+    lookup: Annotated[bool, typer.Option("--lookup", help="Also time greedy generation of a code prompt with and without prompt-lookup speculation.")] = False,
+    draft: Annotated[Optional[str], typer.Option(help="Also time greedy generation of a code prompt with and without this draft model guessing.")] = None,
+    mem: Annotated[Optional[float], typer.Option(help="With --draft: GiB the model and its draft must fit in (default: the RAM available now).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout: an object for one model, a list for several.")] = False,
 ) -> None:
     """Measure each model as llama-bench does, plus load time, time to first token and peak memory.
@@ -39,7 +43,13 @@ def bench(
     settings = EngineSettings(n_threads=threads, n_gpu_layers=gpu_layers, flash_attn=flash_attn)
     if ctx is not None:
         settings = replace(settings, n_ctx=ctx)
-    plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None, n_depth=depth)
+    if lookup and draft:
+        raise UsageError("--lookup and --draft are two ways to guess tokens; one bench times one", hint="drop one of them")
+    plan = BenchPlan(n_prompt=prompt, n_gen=gen, reps=reps, settings=settings, explicit_ctx=ctx is not None, n_depth=depth,
+                     speculate="lookup" if lookup else "draft" if draft else "", draft=draft, mem_bytes=gib_option_bytes(mem))
+    if twin and plan.speculate:
+        raise UsageError("a twin has random weights: its guesses are never right, so speculation cannot be timed on it",
+                         hint="bench the real file with --lookup/--draft")
     with progress_bars() as progress:
         if twin:
             results = [m.bench for m in measure_twins(models, plan, keep=keep, progress=progress) if m.bench]
@@ -88,4 +98,12 @@ def render(results: list[BenchResult]) -> None:
     console.print(table)
     if any(r.twin_of for r in ok):
         console.print("twin: the variant's header and tensor table with random weights (speed and memory only)")
+    for r in ok:
+        if r.speculation:
+            sp = r.speculation
+            how = f"draft {sp['draft_model']}" if sp["method"] == "draft" else "prompt lookup"
+            console.print(f"speculation ({how}), code prompt, greedy: {sp['code_gen_tokens_per_s']:.1f} → "
+                          f"{sp['spec_gen_tokens_per_s']:.1f} t/s (×{sp['spec_speedup']:.2f}); {sp['spec_acceptance']:.0%} of "
+                          f"guesses kept, {sp['spec_tokens_per_pass']:.2f} tokens per target pass; outputs "
+                          f"{'identical' if sp['spec_identical'] == 1 else 'DIFFERENT'}", markup=False)
     console.print(f"ceiling: measured memory bandwidth {(first.bandwidth_bytes_per_s or 0) / 1e9:.1f} GB/s ÷ weight bytes read per token")

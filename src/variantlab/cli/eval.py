@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..eval import EvalPlan, EvalReport, KldReport, Limits, RepoReport, SamplesReport, evaluate, score_samples
 from ..eval.kld import KldPlan, evaluate_kld
 from ..eval.sandbox import REPO_LIMITS
-from .output import print_json, progress_bars, stderr_console, stdout_console
+from .output import print_json, progress_bars, speculation_line, stderr_console, stdout_console
 
 
 def eval_cmd(
@@ -33,7 +33,8 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(help="repo: the seed that chooses the holes (same seed, same holes).")] = 0,
     kinds: Annotated[str, typer.Option(help="repo: kinds of hole, comma-separated: line, block, body.")] = "line,block,body",
     python: Annotated[Optional[str], typer.Option(help="repo: the interpreter with pytest and the project's dependencies (default: variantlab's).")] = None,
-    lookup: Annotated[bool, typer.Option("--lookup", help="Prompt-lookup speculation (greedy only): the same output, fewer decoding passes.")] = False,
+    lookup: Annotated[bool, typer.Option("--lookup", help="Speculative decoding with guesses from the prompt and reply (n-gram lookup): the same greedy output in fewer passes.")] = False,
+    draft: Annotated[Optional[str], typer.Option(help="Speculative decoding with this smaller model of the same tokenizer guessing (e.g. the 0.5B for the 1.5B).")] = None,
     run_tests: Annotated[bool, typer.Option("--tests/--no-tests", help="repo: run the repository's tests that exercise each hole.")] = True,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
     ctx: Annotated[int, typer.Option(help="--suite kld: tokens per chunk.")] = 512,
@@ -64,7 +65,7 @@ def eval_cmd(
             plan = EvalPlan(suite=suite, limit=limit, subset=subset, samples_per_task=samples_per_task, temperature=temperature,
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=None if is_repo else target,
                             settings=EngineSettings(n_threads=threads), holes=holes, seed=seed,
-                            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), python=python, execute=run_tests, lookup=lookup)
+                            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), python=python, execute=run_tests, lookup=lookup, draft=draft)
             report = evaluate(model, plan, progress=progress, verify_hash=verify)
     warning = getattr(report, "sandbox_warning", None)
     if warning:
@@ -121,6 +122,9 @@ def render(report: EvalReport | SamplesReport | KldReport | RepoReport) -> None:
     if isinstance(report, EvalReport):
         table.add_row("generation", f"{report.generation_s:.0f} s, {report.generated_tokens} tokens")
         table.add_row("cut at --max-tokens", str(report.cut_at_max_tokens))
+        if report.drafted_tokens:
+            table.add_row("speculation", speculation_line(report.drafted_tokens, report.accepted_tokens,
+                                                          report.generated_tokens, report.decode_passes))
     console.print(table)
     if isinstance(report, EvalReport) and report.samples_file:
         console.print(f"samples: {report.samples_file}  results: run {report.run_id}")

@@ -37,15 +37,18 @@ def _figures(pin: lock_lib.Pin | None, db: ResultsDB) -> str:
 def add(role: Annotated[str, typer.Argument(help="chat, complete, infill, … (your name for the job)")],
         model: Annotated[str, typer.Argument(help="A stored model name, or what `models fetch` takes (a built-in name, "
                                                    "file:PATH, hf:OWNER/REPO/FILE.gguf[@REV]); fetched first if missing.")],
-        message: MessageOpt = "", lockfile: LockOpt = None, json_out: JsonOpt = False) -> None:
+        message: MessageOpt = "", lockfile: LockOpt = None, json_out: JsonOpt = False,
+        draft: Annotated[Optional[str], typer.Option(help="A smaller model of the same tokenizer, pinned with MODEL as its "
+                                                         "draft for speculative decoding (serve/eval/bench use it for the role).")] = None) -> None:
     """Pin ROLE to MODEL (fetching it into the store if need be, hashing it first), recording the change and the results behind it."""
     with progress_bars() as progress:
-        entry = lock_lib.add(role, model, message=message, lock_path=lockfile, progress=progress)
+        entry = lock_lib.add(role, model, message=message, lock_path=lockfile, progress=progress, draft=draft)
     if json_out:
         print_json({"revision": entry.revision, "role": role, "before": _pin_row(entry.before), "after": _pin_row(entry.after)})
         return
     was = f" (was {entry.before.model})" if entry.before else ""
-    stdout_console().print(f"revision {entry.revision}: {role} → {entry.after.model}{was}")  # type: ignore[union-attr]
+    drafted = f", draft {entry.after.draft['model']}" if entry.after and entry.after.draft else ""
+    stdout_console().print(f"revision {entry.revision}: {role} → {entry.after.model}{drafted}{was}")  # type: ignore[union-attr]
 
 
 @app.command()
@@ -58,7 +61,7 @@ def show(lockfile: LockOpt = None, json_out: JsonOpt = False) -> None:
         return
     table = Table("role", "model", "type", "size", "sha256", "results at pin time", title=f"{path} (revision {state.revision})")
     for role, pin in state.roles.items():
-        table.add_row(role, pin.model, pin.file_type or "?", human_bytes(pin.size), pin.sha256[:12] + "…",
+        table.add_row(role, pin.model + (f" (draft {pin.draft['model']})" if pin.draft else ""), pin.file_type or "?", human_bytes(pin.size), pin.sha256[:12] + "…",
                       ", ".join(f"{k} {v}" for k, v in pin.results.items() if not k.endswith(" run")) or "-")
     stdout_console().print(table)
 

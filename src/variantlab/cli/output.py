@@ -114,3 +114,10 @@ def human_bytes(n: int | None) -> str:
 def split_list(value: str) -> list[str]:
     """A comma-separated option (--types Q2_K,Q8_0) as its non-empty items."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def speculation_line(drafted: int, accepted: int, tokens: int, passes: int) -> str:
+    """Speculative decoding's counts in one line: guesses kept, and tokens per pass of the target."""
+    kept = f"{accepted} of {drafted} guessed tokens kept ({accepted / drafted:.0%})" if drafted else "no guesses"
+    per_pass = f", {tokens / passes:.2f} tokens per target pass" if passes else ""
+    return kept + per_pass

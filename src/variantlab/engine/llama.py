@@ -24,7 +24,7 @@ import llama_cpp as L
 
 from ..errors import EngineError
 from .lookup import PromptLookup
-from .speculative import DraftModel, accept_or_replace, draw, target_probabilities
+from .speculative import Acceptance, DraftModel, PassCost, accept_or_replace, choose_length, draw, target_probabilities
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
 
 _LOG_LINES: deque[str] = deque(maxlen=200)
@@ -85,6 +85,7 @@ class Sampling:
     # speculation: "lookup" (guesses from the sequence itself, engine/lookup.py) or "draft" (the
     # engine's draft model, engine/speculative.py); greedy output stays the same tokens
     speculate: str = ""
+    draft_min: int = 0  # guess at least this many tokens whatever they cost (llama-server's --draft-min); 0: by cost only
 
 
 @dataclass
@@ -102,6 +103,8 @@ class Generation:
     first_token_s: float = 0.0
     gen_s: float = 0.0
 
+
+MAX_GUESS = 16  # the longest guess a pass verifies (llama-server's --draft-max default)
 
 # llama-server's separator of extra context for a model without <|file_sep|> (its bytes, in server-common.cpp)
 SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"
@@ -132,6 +135,7 @@ class _Sequence:
         self.drafts_with_model = False
         self.draft: list[int] = []
         self.rng: Any = None  # numpy's generator, for sampled sequences that speculate
+        self.acceptance = Acceptance()
         self.sampling = Sampling()
 
     @property
@@ -186,6 +190,7 @@ class LlamaEngine:
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.batch = L.llama_batch_init(settings.n_batch, 0, settings.n_seq_max)
         self.draft: DraftModel | None = None
+        self.pass_cost = PassCost()  # target passes' seconds by size, for choosing guess lengths
         if settings.draft_model:
             self._load_draft(settings)
 
@@ -473,7 +478,11 @@ class LlamaEngine:
             s.batch_index = len(entries)
             entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
             entries += [(t, s.pos + 1 + j, s.seq_id, True) for j, t in enumerate(s.draft)]
+        t0 = time.perf_counter()
         self._decode(entries)
+        L.llama_synchronize(self.ctx)
+        if any(s.lookup is not None or s.drafts_with_model for s in running):
+            self.pass_cost.record(len(entries), time.perf_counter() - t0)
         for s in running:
             self._verify(s)
 
@@ -486,13 +495,23 @@ class LlamaEngine:
         for s in running:
             wanted[id(s)] = n = max(0, min(s.max_tokens - len(s.result.tokens) - 1, room - s.pos - 1, spare))
             spare -= n
-        by_model = [s for s in running if s.drafts_with_model]
-        proposals = self.draft.propose([(id(s), s.history, wanted[id(s)]) for s in by_model]) if by_model and self.draft else {}
+        draft_s = self.draft.token_s if self.draft is not None else 0.0
+        lengths, in_batch = {}, len(running)
+        for s in running:  # each guess's length against what the batch holds so far
+            if s.lookup is None and not s.drafts_with_model:
+                continue
+            k = choose_length(s.acceptance.rate, self.pass_cost, in_batch - 1, draft_s if s.drafts_with_model else 0.0,
+                              min(wanted[id(s)], MAX_GUESS))
+            lengths[id(s)] = max(k, min(s.sampling.draft_min, wanted[id(s)]))
+            k = lengths[id(s)]
+            in_batch += k
+        by_model = [s for s in running if s.drafts_with_model and lengths.get(id(s))]
+        proposals = self.draft.propose([(id(s), s.history, lengths[id(s)]) for s in by_model]) if by_model and self.draft else {}
         for s in running:
             if s.lookup is not None:
-                s.draft = s.lookup.draft()[: wanted[id(s)]]
+                s.draft = s.lookup.draft(lengths[id(s)]) if lengths.get(id(s)) else []
             else:
-                s.draft = proposals.get(id(s), [])[: wanted[id(s)]]
+                s.draft = proposals.get(id(s), [])
 
     def _verify(self, s: _Sequence) -> None:
         """Take the model's token after the last one and, while it equals the next guessed token,
@@ -507,8 +526,8 @@ class LlamaEngine:
         s.result.passes += 1
         s.result.drafted += len(s.draft)
         s.result.accepted += matched
+        s.acceptance.record(len(s.draft), matched)
         if s.lookup is not None:
-            s.lookup.feedback(len(s.draft), matched)
             s.lookup.extend(s.result.tokens[before:])
         elif s.drafts_with_model and self.draft is not None and not s.done:
             self.draft.confirmed(id(s), len(s.history), len(s.draft), matched)

@@ -5,25 +5,20 @@ tokens that followed the latest earlier occurrence of the last n tokens are a ch
 next ones (llama.cpp's n-gram lookup, "prompt lookup decoding"). The target model verifies a
 guess of k tokens in one batch; with greedy decoding the output is the target's own.
 
-The guess length adapts to the acceptance: longer after a guess taken whole, shorter after one
-rejected at once.
+The guess length is the engine's choice (``speculative.choose_length``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .speculative import DraftLength
-
 
 class PromptLookup:
     """An index of the sequence's n-grams (n from ``ngram_min`` to ``ngram_max``) to where each last ended."""
 
-    def __init__(self, tokens: Sequence[int], ngram_min: int = 2, ngram_max: int = 4, draft_min: int = 2,
-                 draft_max: int = 16) -> None:
+    def __init__(self, tokens: Sequence[int], ngram_min: int = 2, ngram_max: int = 4) -> None:
         self.tokens: list[int] = []
         self.ngram_min, self.ngram_max = ngram_min, ngram_max
-        self.length = DraftLength(least=draft_min, most=draft_max)
         self.seen: dict[tuple[int, ...], int] = {}  # n-gram → the position just after its latest earlier occurrence
         self.extend(tokens)
 
@@ -39,16 +34,12 @@ class PromptLookup:
             if end >= n:
                 self.seen[tuple(self.tokens[end - n:end])] = end
 
-    def draft(self) -> list[int]:
+    def draft(self, k: int) -> list[int]:
         """Up to ``k`` tokens that followed the longest n-gram, ending the history, seen before."""
         for n in range(self.ngram_max, self.ngram_min - 1, -1):
             if len(self.tokens) < n:
                 continue
             at = self.seen.get(tuple(self.tokens[-n:]))
             if at is not None:
-                return self.tokens[at: at + self.length.k]
+                return self.tokens[at: at + k]
         return []
-
-    def feedback(self, proposed: int, accepted: int) -> None:
-        """Adapt the guess length to how much of the last guess the target took."""
-        self.length.feedback(proposed, accepted)

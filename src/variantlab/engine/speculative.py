@@ -9,14 +9,17 @@ distribution and otherwise a token is drawn from ``p`` without ``d``: the standa
 (Leviathan et al. 2023, Chen et al. 2023) for a draft that proposes one token for sure, which
 leaves every output token distributed exactly as the target alone would draw it.
 
-The draft length adapts to the acceptance (``DraftLength``), and the draft model stops early
-where it is unsure of its own next token (llama.cpp's ``--draft-p-min``).
+The draft length is chosen each pass from the sequence's acceptance rate and the measured cost of
+target passes by size and of draft steps (``choose_length``): on a CPU a longer verification pass
+costs more, and a guess that does not pay is not made. The draft model also stops early where it
+is unsure of its own next token (llama.cpp's ``--draft-p-min``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp as L
@@ -31,19 +34,69 @@ VOCAB_SIZE_SLACK = 128  # llama.cpp's SPEC_VOCAB_MAX_SIZE_DIFFERENCE: padding ro
 DRAFT_P_MIN = 0.75  # llama-server's default --draft-p-min
 
 
-@dataclass
-class DraftLength:
-    """How many tokens to guess: longer after a guess taken whole, shorter after one refused at once."""
+PRIOR_SLOPE = 0.5  # before a pass of n tokens was timed: each token past the first costs half a 1-token pass (optimistic, so it gets tried)
 
-    k: int = 8
-    least: int = 2
-    most: int = 16
 
-    def feedback(self, proposed: int, accepted: int) -> None:
-        if proposed and accepted == proposed:
-            self.k = min(self.most, self.k + 2)
-        elif proposed and accepted == 0:
-            self.k = max(self.least, self.k // 2)
+class PassCost:
+    """Seconds of one target pass by the number of tokens in it, learnt from the passes themselves.
+
+    On a CPU a pass is partly compute-bound, so verifying k guesses is not free: here a 2-token
+    pass of Qwen2.5-Coder 1.5B costs 1.6 single passes and a 9-token one 7.4 (docs/benchmarks.md).
+    The guess length is chosen against these measured costs, not assumed."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}
+
+    def record(self, n: int, seconds: float) -> None:
+        old = self.seconds.get(n)
+        self.seconds[n] = seconds if old is None else 0.7 * old + 0.3 * seconds
+
+    def cost(self, n: int) -> float:
+        """The pass's seconds: measured, or from the nearest smaller measured size plus the prior."""
+        if n <= 0:
+            return 0.0
+        if n in self.seconds:
+            return self.seconds[n]
+        unit = self.seconds.get(1) or next((v / (1 + PRIOR_SLOPE * (m - 1)) for m, v in sorted(self.seconds.items())), 1.0)
+        below = max((m for m in self.seconds if m < n), default=None)
+        if below is None:
+            return unit * (1 + PRIOR_SLOPE * (n - 1))
+        return self.seconds[below] + unit * PRIOR_SLOPE * (n - below)
+
+
+class Acceptance:
+    """A sequence's chance that a guessed token is right, given the ones before it were (recent
+    guesses weigh more). A guess of k tokens of which m were kept is m successes in m + 1 trials
+    (or k trials when all were kept): the tokens after the first refusal were never judged."""
+
+    def __init__(self, successes: float = 1.2, trials: float = 2.0) -> None:
+        self.successes, self.trials = successes, trials
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.trials
+
+    def record(self, proposed: int, accepted: int) -> None:
+        if proposed:
+            self.successes = 0.8 * self.successes + accepted
+            self.trials = 0.8 * self.trials + accepted + (accepted < proposed)
+        else:  # no guess this pass: drift back towards the prior, so a low rate is tried again later
+            self.successes = 0.9 * self.successes + 0.1 * 1.2
+            self.trials = 0.9 * self.trials + 0.1 * 2.0
+
+
+def choose_length(rate: float, passes: PassCost, before: int, draft_token_s: float, most: int) -> int:
+    """The guess length with the most expected tokens per second: k guesses give 1 + a + … + a^k
+    tokens on average (a: the acceptance rate) for the pass's extra cost plus k draft steps.
+    0 means guessing does not pay now (the pass alone is faster)."""
+    best, best_rate = 0, 0.0
+    base = passes.cost(before)
+    for k in range(most + 1):
+        expected = sum(rate ** i for i in range(k + 1))
+        seconds = passes.cost(before + 1 + k) - base + k * draft_token_s
+        if seconds > 0 and expected / seconds > best_rate:
+            best, best_rate = k, expected / seconds
+    return best
 
 
 def vocabulary_mismatch(target: Any, draft: Any) -> str | None:
@@ -71,7 +124,6 @@ def vocabulary_mismatch(target: Any, draft: Any) -> str | None:
 class _DraftSlot:
     slot: int
     kept: int = 0  # tokens of the sequence's history in this slot's cache
-    length: DraftLength = field(default_factory=DraftLength)
 
 
 class DraftModel:
@@ -90,6 +142,7 @@ class DraftModel:
             raise EngineError(f"the draft model ({L.llama_model_n_params(engine.model) / 1e9:.2f} B parameters) is not smaller "
                               f"than the target ({L.llama_model_n_params(target.model) / 1e9:.2f} B): it would only slow it down")
         self.slots: dict[int, _DraftSlot] = {}  # by id() of the target's sequence
+        self.token_s = 0.0  # seconds per guessed token (a draft step), learnt; 0 until measured
 
     def close(self) -> None:
         self.engine.close()
@@ -112,7 +165,7 @@ class DraftModel:
         last_index: dict[int, int] = {}
         for key, history, most in wanted:
             slot = self._slot(key)
-            n = min(most, slot.length.k)
+            n = most
             if n <= 0 or len(history) <= slot.kept:
                 continue
             pending = history[slot.kept:]
@@ -123,6 +176,7 @@ class DraftModel:
         if not entries:
             return {}
         guesses: dict[int, list[int]] = {key: [] for key in budget}
+        t0 = time.perf_counter()
         self._decode_catch_up(entries, last_index)
         indices = last_index
         while indices:
@@ -140,6 +194,10 @@ class DraftModel:
                 break
             self.engine._decode(nxt)
             indices = new_indices
+        steps = max(len(g) for g in guesses.values())
+        if steps:
+            per_token = (time.perf_counter() - t0) / steps
+            self.token_s = per_token if not self.token_s else 0.7 * self.token_s + 0.3 * per_token
         return guesses
 
     def _decode_catch_up(self, entries: list[tuple[int, int, int, bool]], last_index: dict[int, int]) -> None:
@@ -165,7 +223,6 @@ class DraftModel:
         slot = self.slots.get(key)
         if slot is None:
             return
-        slot.length.feedback(guessed, accepted)
         in_cache = slot.kept + max(0, guessed - 1)  # the last guess was chosen, never decoded
         keep = min(in_cache, history_len - 1)  # the target's own token after the guesses is not in it
         if keep < in_cache:

@@ -24,7 +24,8 @@ from ..errors import UsageError
 from ..explain import explain_name
 from ..files import ProgressFn, no_progress
 from ..hardware import machine_facts
-from ..lock.pins import resolve_for_use
+from ..fit import FitRequest
+from ..lock.pins import resolve_draft_for_use, resolve_for_use
 from ..modelfile import ModelFile, read_model_file
 from ..results import Metric, ResultsDB, Run
 from ..store import ResolvedModel, Store
@@ -62,7 +63,13 @@ class EvalPlan:
     kinds: tuple[str, ...] = repo.KINDS
     python: str | None = None  # the interpreter that runs the repository's tests (default: this one)
     execute: bool = True
-    lookup: bool = False  # prompt-lookup speculation (greedy only): the same output in fewer passes
+    lookup: bool = False  # prompt-lookup speculation: greedy output the same, in fewer passes
+    draft: str | None = None  # a draft model for speculative decoding (a model reference)
+
+    @property
+    def speculate(self) -> str:
+        """The engine's speculation for this plan: "lookup", "draft" or "" (none)."""
+        return "lookup" if self.lookup else "draft" if self.draft else ""
 
     @property
     def suite_kind(self) -> str:
@@ -86,8 +93,8 @@ class EvalPlan:
         if self.samples_per_task > 1 and self.temperature <= 0:
             raise UsageError(f"{self.samples_per_task} samples per task at temperature 0 would all be the same",
                              hint="give --temperature 0.2 (or 0.8 for pass@10 and up)")
-        if self.lookup and self.temperature > 0:
-            raise UsageError("--lookup keeps greedy output only", hint="leave --temperature at 0, or drop --lookup")
+        if self.lookup and self.draft:
+            raise UsageError("--lookup and --draft are two ways to guess tokens; one run uses one", hint="drop one of them")
         if not 0 <= self.temperature <= 5:
             raise UsageError(f"--temperature {self.temperature} is out of range", hint="use 0 (greedy) to 5")
         if not 1 <= self.max_tokens <= 8192:
@@ -164,6 +171,10 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
              progress: ProgressFn = no_progress, verify_hash: bool = False) -> EvalReport | RepoReport:
     """Generate with the model, run every program in the sandbox, record and return the scores."""
     plan = plan.checked()
+    if plan.speculate and (is_openai_spec(ref) or plan.suite_kind in ("repo", "kld")):
+        where = "a server decides its own speculation" if is_openai_spec(ref) else f"the {plan.suite_kind} suite does not speculate"
+        raise UsageError(f"--lookup/--draft apply to HumanEval, infill and tasks: suites run by variantlab's engine; {where}",
+                         hint="drop --lookup/--draft")
     if is_openai_spec(ref):
         from .remote import evaluate_remote  # it builds on this module's suites
 
@@ -175,13 +186,16 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
     resolved = resolve_for_use(ref, store=store, verify_hash=verify_hash).refuse_twin("evaluated")
     info = read_model_file(resolved.path)
     problems = _problems(plan)
+    draft = _draft(ref, resolved, plan, store, verify_hash)
     good, wrong = canary_programs(plan, problems)
     progress("sandbox canary", 0, 1)
     canary_check(good, wrong, plan.limits)
     progress("sandbox canary", 1, 1)
     run = _new_run(resolved, info, plan)
+    if draft is not None:
+        run.settings.update(draft_model=draft.label, draft_sha256=draft.manifest.sha256 if draft.manifest else None)
     with ResultsDB() if db is None else contextlib.nullcontext(db) as results_db:
-        outputs, run.engine_version, style = _generate(resolved, info, plan, problems, progress)
+        outputs, run.engine_version, style = _generate(resolved, info, plan, problems, progress, draft)
         completions = [(t, t.to_completion(g["text"]), g) for t, g in zip(outputs["expanded"], outputs["generations"])]
         progress("run tests", 0, len(completions))
         done = [0]
@@ -209,6 +223,14 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
                       drafted_tokens=sum(g.get("drafted", 0) for _, _, g in completions),
                       accepted_tokens=sum(g.get("accepted", 0) for _, _, g in completions),
                       decode_passes=sum(g.get("passes", 0) for _, _, g in completions))
+
+
+def _draft(ref: str, resolved: ResolvedModel, plan: EvalPlan, store: Store | None, verify_hash: bool) -> ResolvedModel | None:
+    """The draft model ``--draft`` names, checked against the target at the eval's context."""
+    if not plan.draft:
+        return None
+    request = FitRequest(ctx=(plan.parallel + 1) * (PROMPT_TOKENS_MAX + plan.max_tokens))
+    return resolve_draft_for_use(ref, resolved, plan.draft, request, store=store, verify_hash=verify_hash)
 
 
 def _scores(by_task: dict[str, list[bool]], outcomes: Sequence[Outcome], n_tasks: int, samples: int) -> Scores:
@@ -245,7 +267,8 @@ def _dataset_sha256(plan: EvalPlan) -> str:
 def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
     suite_version = infill.SUITE_VERSION if plan.suite == "infill" else he.SUITE_VERSION
     settings = {**plan.settings.to_dict(), "limit": plan.limit, "subset": plan.subset, "samples_per_task": plan.samples_per_task,
-                "temperature": plan.temperature, "max_tokens": plan.max_tokens, "parallel": plan.parallel, "lookup": plan.lookup,
+                "temperature": plan.temperature, "max_tokens": plan.max_tokens, "parallel": plan.parallel,
+                "speculate": plan.speculate,
                 "timeout_s": plan.limits.timeout_s, "memory_bytes": plan.limits.memory_bytes}
     if plan.suite_kind in ("tasks", "repo"):
         settings["source"] = plan.suite
@@ -256,7 +279,7 @@ def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
 
 
 def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems: Sequence[he.Problem],
-              progress: ProgressFn) -> tuple[dict[str, Any], str, str]:
+              progress: ProgressFn, draft: ResolvedModel | None = None) -> tuple[dict[str, Any], str, str]:
     if plan.suite == "infill":
         infill.require_fim(resolved.label, info)
         style = "infill"
@@ -265,6 +288,8 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
     label = f"generate {resolved.label}"
     settings = replace(plan.settings, n_seq_max=plan.parallel + 1,
                        n_ctx=(plan.parallel + 1) * (PROMPT_TOKENS_MAX + plan.max_tokens))
+    if draft is not None:
+        settings = replace(settings, draft_model=str(draft.path))
     with EngineProcess(str(resolved.path), settings) as engine:
         if plan.suite == "infill":
             tasks = infill_tasks(plan.limit)
@@ -289,7 +314,7 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
             index = [i for i, t in enumerate(expanded) if t.stops == stops]
             got = engine.call("generate_many", prompts=[prompts[i] for i in index], max_tokens=plan.max_tokens,
                               stop=list(stops), on_progress=on_done,
-                              sampling={"temperature": plan.temperature, "seed": plan.settings.seed, "speculate": "lookup" if plan.lookup else ""})
+                              sampling={"temperature": plan.temperature, "seed": plan.settings.seed, "speculate": plan.speculate})
             for i, g in zip(index, got):
                 gens[i] = g
         seconds = time.perf_counter() - t0

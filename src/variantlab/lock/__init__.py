@@ -6,7 +6,7 @@ the removal of blobs nothing refers to.
 """
 
 from .lockfile import LOCK_NAME, HistoryEntry, LockState, Pin, find_lockfile, read_lock
-from .pins import add, diff, history, remove, resolve_for_use, rollback, state_at, sync, verify
+from .pins import add, diff, history, remove, resolve_draft_for_use, resolve_for_use, rollback, state_at, sync, verify
 
 __all__ = ["LOCK_NAME", "HistoryEntry", "LockState", "Pin", "add", "diff", "find_lockfile", "history", "read_lock",
-           "remove", "resolve_for_use", "rollback", "state_at", "sync", "verify"]
+           "remove", "resolve_draft_for_use", "resolve_for_use", "rollback", "state_at", "sync", "verify"]

@@ -43,9 +43,14 @@ class Pin:
     fetch: str | None = None  # how `lock sync` gets it again (None: derived locally, cannot be fetched)
     revision: str | None = None
     results: dict[str, Any] = field(default_factory=dict)  # run ids and headline figures at pin time
+    draft: dict[str, Any] | None = None  # the draft model for speculative decoding: its own pin's fields
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def draft_pin(self, role: str) -> Pin | None:
+        """The pinned draft model, read as a pin of its own."""
+        return Pin.from_dict(f"{role} (draft)", self.draft) if self.draft else None
 
     @classmethod
     def from_dict(cls, role: str, data: dict[str, Any]) -> Pin:

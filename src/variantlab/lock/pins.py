@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 from .. import config
 from ..errors import IntegrityError, LockError, UsageError
 from ..files import ProgressFn, atomic_write_text, no_progress, sha256_file
+from ..fit import FitRequest, check_draft
+from ..modelfile import read_model_file
 from ..results import ResultsDB
 from ..store import Manifest, ResolvedModel, Store, builtin_models, fetch
 from .lockfile import LOCK_NAME, HistoryEntry, LockState, Pin, append_history, find_lockfile, locked, read_history, read_lock, write_lock
@@ -98,18 +100,33 @@ def _change(lock_path: Path, role: str, action: str, after: Pin | None, message:
 
 
 def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None, store: Store | None = None,
-        db: ResultsDB | None = None, progress: ProgressFn = no_progress) -> HistoryEntry:
+        db: ResultsDB | None = None, progress: ProgressFn = no_progress, draft: str | None = None) -> HistoryEntry:
     """Pin ``role`` to ``ref``: a stored name, or anything ``models fetch`` takes (a built-in name,
     ``file:PATH``, ``hf:…``; a bare path is read as ``file:``), fetched into the store first when it is
-    not there. Its bytes are hashed first: the pin is what is on disk."""
+    not there. Its bytes are hashed first: the pin is what is on disk. ``draft`` pins a draft model
+    for speculative decoding with it, checked against the target (tokenizer, size) the same way."""
     _check_role(role)
     store = store or Store()
-    manifest = _stored_or_fetched(ref, store, progress)
-    ResolvedModel(store.blob_path(manifest.sha256), manifest).refuse_twin("pinned")
-    _verify_blob(store, manifest.sha256, f"{role} → {manifest.name}", force=True)
+    manifest = _pinnable(role, ref, store, progress)
+    draft_manifest = _pinnable(f"{role} (draft)", draft, store, progress) if draft else None
+    if draft_manifest is not None:
+        check_draft(store.blob_path(manifest.sha256), store.blob_path(draft_manifest.sha256), draft_manifest.name,
+                    FitRequest(ctx=min(4096, read_model_file(store.blob_path(manifest.sha256)).context_length or 4096)))
     path = default_lock_path(lock_path)
     with store.locked(), locked(path), (db or ResultsDB()) as results:
-        return _change(path, role, "add", pin_for(manifest, results), message or f"pin {manifest.name}")
+        pin = pin_for(manifest, results)
+        if draft_manifest is not None:
+            pin = replace(pin, draft=pin_for(draft_manifest, results).to_dict())
+        what = f"pin {manifest.name}" + (f" with draft {draft_manifest.name}" if draft_manifest else "")
+        return _change(path, role, "add", pin, message or what)
+
+
+def _pinnable(what: str, ref: str, store: Store, progress: ProgressFn) -> Manifest:
+    """The stored (or fetched) model ``ref`` names, not a twin, its bytes hashed now."""
+    manifest = _stored_or_fetched(ref, store, progress)
+    ResolvedModel(store.blob_path(manifest.sha256), manifest).refuse_twin("pinned")
+    _verify_blob(store, manifest.sha256, f"{what} → {manifest.name}", force=True)
+    return manifest
 
 
 def _stored_or_fetched(ref: str, store: Store, progress: ProgressFn) -> Manifest:
@@ -226,7 +243,7 @@ def verify(*, lock_path: Path | None = None, store: Store | None = None, force: 
     """Every pinned blob present and hashing to its pin (re-hashed unless ``force`` is False)."""
     store = store or Store()
     checks = []
-    for role, pin in read_lock(default_lock_path(lock_path)).roles.items():
+    for role, pin in _pins_with_drafts(read_lock(default_lock_path(lock_path)).roles):
         blob = store.blob_path(pin.sha256)
         if not blob.is_file():
             checks.append(RoleCheck(role, pin.model, False, pin.sha256, None, "missing from the store (`variantlab lock sync`)"))
@@ -235,6 +252,17 @@ def verify(*, lock_path: Path | None = None, store: Store | None = None, force: 
         checks.append(RoleCheck(role, pin.model, found == pin.sha256, pin.sha256, found,
                                 None if found == pin.sha256 else "bytes changed on disk"))
     return checks
+
+
+def _pins_with_drafts(roles: dict[str, Pin]) -> list[tuple[str, Pin]]:
+    """Every role's pin, and after it its draft's under ``ROLE (draft)``."""
+    found = []
+    for role, pin in roles.items():
+        found.append((role, pin))
+        draft = pin.draft_pin(role)
+        if draft is not None:
+            found.append((f"{role} (draft)", draft))
+    return found
 
 
 def _verify_blob(store: Store, sha256: str, what: str, *, force: bool = False, hint: str | None = None) -> Path:
@@ -288,6 +316,28 @@ def resolve_for_use(ref: str, *, store: Store | None = None, verify_hash: bool =
     return ResolvedModel(blob, manifest)
 
 
+def resolve_draft_for_use(target_ref: str, target: ResolvedModel, draft_ref: str | None, request: FitRequest, *,
+                          store: Store | None = None, verify_hash: bool = False,
+                          lock_path: Path | None = None) -> ResolvedModel | None:
+    """The draft model to speculate with: ``draft_ref``, else the draft pinned with the role
+    ``target_ref`` names (None when there is neither). Checked against the target before anything
+    loads (``fit.check_draft``): tokenizer, size, memory beside it."""
+    store = store or Store()
+    if draft_ref is None:
+        path = lock_path or find_lockfile()
+        roles = read_lock(path).roles if path else {}
+        pinned = roles[target_ref].draft_pin(target_ref) if target_ref in roles else None
+        if pinned is None:
+            return None
+        blob = _verify_blob(store, pinned.sha256, f"the draft pinned with role {target_ref!r} ({pinned.model})", force=verify_hash)
+        draft = ResolvedModel(blob, Manifest(name=pinned.model, source=pinned.source, file_name=pinned.file_name,
+                                             size=pinned.size, sha256=pinned.sha256, file_type=pinned.file_type, added_at=""))
+    else:
+        draft = resolve_for_use(draft_ref, store=store, verify_hash=verify_hash, lock_path=lock_path).refuse_twin("used as a draft")
+    check_draft(target.path, draft.path, draft.label, request)
+    return draft
+
+
 def sync(*, lock_path: Path | None = None, store: Store | None = None, progress: ProgressFn = no_progress) -> list[str]:
     """Fetch every pinned blob that is missing or damaged, checking each against its pin."""
     store = store or Store()
@@ -301,7 +351,7 @@ def _sync_locked(path: Path, store: Store, progress: ProgressFn, fetched: list[s
     for check in verify(lock_path=path, store=store, force=False):
         if check.ok:
             continue
-        pin = read_lock(path).roles[check.role]
+        pin = dict(_pins_with_drafts(read_lock(path).roles))[check.role]
         if pin.fetch is None:
             raise LockError(f"role {check.role!r}: {pin.model} was made locally ({pin.source}) and cannot be fetched",
                             hint="make it again with the same command, or `variantlab lock rollback` the role")
