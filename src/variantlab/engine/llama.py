@@ -104,7 +104,8 @@ class Generation:
     gen_s: float = 0.0
 
 
-MAX_GUESS = 16  # the longest guess a pass verifies (llama-server's --draft-max default)
+MAX_GUESS = 16  # the longest guess of a draft model (llama-server's former --draft-max default)
+MAX_LOOKUP_GUESS = 48  # the longest copied from an earlier occurrence (llama.cpp's ngram-simple m-gram)
 
 # llama-server's separator of extra context for a model without <|file_sep|> (its bytes, in server-common.cpp)
 SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"
@@ -135,7 +136,10 @@ class _Sequence:
         self.drafts_with_model = False
         self.draft: list[int] = []
         self.rng: Any = None  # numpy's generator, for sampled sequences that speculate
-        self.acceptance = Acceptance()
+        # the chance a guessed token is right, by the kind of guess: a long n-gram match is nearly
+        # always a copy in progress, a draft model right about as often as its size allows
+        self.acceptance = {"lookup": Acceptance(0.9), "draft model": Acceptance(0.7)}
+        self.guess_kind = ""
         self.sampling = Sampling()
 
     @property
@@ -496,21 +500,29 @@ class LlamaEngine:
             wanted[id(s)] = n = max(0, min(s.max_tokens - len(s.result.tokens) - 1, room - s.pos - 1, spare))
             spare -= n
         draft_s = self.draft.token_s if self.draft is not None else 0.0
-        lengths, in_batch = {}, len(running)
+        lengths, in_batch, matches = {}, len(running), {}
         for s in running:  # each guess's length against what the batch holds so far
-            if s.lookup is None and not s.drafts_with_model:
+            s.draft, s.guess_kind = [], ""
+            if s.lookup is not None:
+                matches[id(s)] = found = s.lookup.match()
+                if found is None:
+                    continue
+                s.guess_kind, most, step_s = "lookup", MAX_LOOKUP_GUESS, 0.0
+            elif s.drafts_with_model:
+                s.guess_kind, most, step_s = "draft model", MAX_GUESS, draft_s
+            else:
                 continue
-            k = choose_length(s.acceptance.rate, self.pass_cost, in_batch - 1, draft_s if s.drafts_with_model else 0.0,
-                              min(wanted[id(s)], MAX_GUESS))
-            lengths[id(s)] = max(k, min(s.sampling.draft_min, wanted[id(s)]))
-            k = lengths[id(s)]
+            k = choose_length(s.acceptance[s.guess_kind].rate, self.pass_cost, in_batch - 1, step_s, min(wanted[id(s)], most))
+            lengths[id(s)] = k = max(k, min(s.sampling.draft_min, wanted[id(s)]))
             in_batch += k
         by_model = [s for s in running if s.drafts_with_model and lengths.get(id(s))]
         proposals = self.draft.propose([(id(s), s.history, lengths[id(s)]) for s in by_model]) if by_model and self.draft else {}
         for s in running:
-            if s.lookup is not None:
-                s.draft = s.lookup.draft(lengths[id(s)]) if lengths.get(id(s)) else []
-            else:
+            k = lengths.get(id(s), 0)
+            if s.lookup is not None and k:
+                at = matches[id(s)][0]
+                s.draft = s.lookup.tokens[at: at + k]
+            elif s.drafts_with_model:
                 s.draft = proposals.get(id(s), [])
 
     def _verify(self, s: _Sequence) -> None:
@@ -526,13 +538,15 @@ class LlamaEngine:
         s.result.passes += 1
         s.result.drafted += len(s.draft)
         s.result.accepted += matched
-        s.acceptance.record(len(s.draft), matched)
+        if s.guess_kind:
+            s.acceptance[s.guess_kind].record(len(s.draft), matched)
         if s.lookup is not None:
             s.lookup.extend(s.result.tokens[before:])
         elif s.drafts_with_model and self.draft is not None and not s.done:
             self.draft.confirmed(id(s), len(s.history), len(s.draft), matched)
 
     def _check_greedy(self, s: _Sequence) -> int:
+        """Guesses kept while they equal the model's choice (its greedy token at each row)."""
         matched = 0
         while True:
             token = self.sample(s.sampler, s.batch_index + matched)

@@ -13,12 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-class PromptLookup:
-    """An index of the sequence's n-grams (n from ``ngram_min`` to ``ngram_max``) to where each last ended."""
+# Only long matches: 8 tokens seen before are nearly always a copy in progress (kept 80-90 % of
+# the time); matches of 2-4 tokens were right too seldom to pay for the longer pass on a CPU
+# (measured: docs/benchmarks.md). 12 is llama.cpp's ngram-simple lookup size.
+NGRAM_SIZES = (8, 12)
 
-    def __init__(self, tokens: Sequence[int], ngram_min: int = 2, ngram_max: int = 4) -> None:
+
+class PromptLookup:
+    """An index of the sequence's n-grams (of ``NGRAM_SIZES``) to where each last ended."""
+
+    def __init__(self, tokens: Sequence[int], sizes: Sequence[int] = NGRAM_SIZES) -> None:
         self.tokens: list[int] = []
-        self.ngram_min, self.ngram_max = ngram_min, ngram_max
+        self.sizes = tuple(sorted(sizes, reverse=True))
         self.seen: dict[tuple[int, ...], int] = {}  # n-gram → the position just after its latest earlier occurrence
         self.extend(tokens)
 
@@ -30,16 +36,20 @@ class PromptLookup:
             self.tokens.append(token)
 
     def _index_ending_at(self, end: int) -> None:
-        for n in range(self.ngram_min, self.ngram_max + 1):
+        for n in self.sizes:
             if end >= n:
                 self.seen[tuple(self.tokens[end - n:end])] = end
 
+    def match(self) -> tuple[int, int] | None:
+        """Where the longest n-gram ending the history was last seen: (the position after it, n)."""
+        for n in self.sizes:
+            if len(self.tokens) >= n:
+                at = self.seen.get(tuple(self.tokens[-n:]))
+                if at is not None:
+                    return at, n
+        return None
+
     def draft(self, k: int) -> list[int]:
         """Up to ``k`` tokens that followed the longest n-gram, ending the history, seen before."""
-        for n in range(self.ngram_max, self.ngram_min - 1, -1):
-            if len(self.tokens) < n:
-                continue
-            at = self.seen.get(tuple(self.tokens[-n:]))
-            if at is not None:
-                return self.tokens[at: at + k]
-        return []
+        found = self.match()
+        return self.tokens[found[0]: found[0] + k] if found else []

@@ -34,7 +34,8 @@ VOCAB_SIZE_SLACK = 128  # llama.cpp's SPEC_VOCAB_MAX_SIZE_DIFFERENCE: padding ro
 DRAFT_P_MIN = 0.75  # llama-server's default --draft-p-min
 
 
-PRIOR_SLOPE = 0.5  # before a pass of n tokens was timed: each token past the first costs half a 1-token pass (optimistic, so it gets tried)
+PRIOR_SLOPE = 0.25  # before a pass of n tokens was timed: each token past the first costs a quarter of a 1-token pass (optimistic, so it gets tried)
+GUESS_LENGTHS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)  # the lengths tried: few sizes, so each one's cost is soon known
 
 
 class PassCost:
@@ -69,8 +70,9 @@ class Acceptance:
     guesses weigh more). A guess of k tokens of which m were kept is m successes in m + 1 trials
     (or k trials when all were kept): the tokens after the first refusal were never judged."""
 
-    def __init__(self, successes: float = 1.2, trials: float = 2.0) -> None:
-        self.successes, self.trials = successes, trials
+    def __init__(self, prior: float = 0.6) -> None:
+        self.prior = prior
+        self.successes, self.trials = 2.0 * prior, 2.0
 
     @property
     def rate(self) -> float:
@@ -81,7 +83,7 @@ class Acceptance:
             self.successes = 0.8 * self.successes + accepted
             self.trials = 0.8 * self.trials + accepted + (accepted < proposed)
         else:  # no guess this pass: drift back towards the prior, so a low rate is tried again later
-            self.successes = 0.9 * self.successes + 0.1 * 1.2
+            self.successes = 0.9 * self.successes + 0.1 * 2.0 * self.prior
             self.trials = 0.9 * self.trials + 0.1 * 2.0
 
 
@@ -91,7 +93,7 @@ def choose_length(rate: float, passes: PassCost, before: int, draft_token_s: flo
     0 means guessing does not pay now (the pass alone is faster)."""
     best, best_rate = 0, 0.0
     base = passes.cost(before)
-    for k in range(most + 1):
+    for k in (k for k in GUESS_LENGTHS if k <= most):
         expected = sum(rate ** i for i in range(k + 1))
         seconds = passes.cost(before + 1 + k) - base + k * draft_token_s
         if seconds > 0 and expected / seconds > best_rate:
