@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from variantlab.engine.speculative import Acceptance, PassCost, accept_or_replace, choose_length, target_probabilities
+from variantlab.engine.speculative import PassCost, RunLengths, accept_or_replace, choose_length, target_probabilities
 
 
 def _llama_chain_probabilities(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
@@ -70,14 +70,15 @@ def test_the_guess_length_weighs_expected_tokens_against_measured_pass_costs() -
     costs = {1: 1.0, 2: 1.6, 3: 2.1, 4: 2.6, 5: 3.1, 7: 4.2, 9: 7.4, 13: 8.0, 17: 8.7, 25: 11.0, 33: 13.0, 49: 17.0}
     for n, seconds in costs.items():  # the shape measured on this CPU (docs/benchmarks.md), in 1-pass units
         passes.record(n, seconds)
-    # rate 0.9: k = 3 gives 1 + .9 + .81 + .729 = 3.439 tokens for 2.6 = 1.323 a unit, the best
+    geometric = [0.9 ** j for j in range(1, 49)]
+    # each token right with chance 0.9: k = 3 gives 1 + .9 + .81 + .729 = 3.439 tokens for 2.6 = 1.323 a unit, the best
     # (k = 4: 4.095 / 3.1 = 1.321; k = 2: 2.71 / 2.1 = 1.290; k = 16: 8.33 / 8.7 = 0.96)
-    assert choose_length(0.9, passes, 0, 0.0, 48) == 3
-    # a copy in progress (rate 0.99): 48 guesses give 38.9 tokens for 17 = 2.29 (k = 32: 28.2 / 13 = 2.17)
-    assert choose_length(0.99, passes, 0, 0.0, 48) == 48
-    assert choose_length(0.3, passes, 0, 0.0, 48) == 0  # 1.3 / 1.6 < 1: guessing does not pay
-    assert choose_length(0.99, passes, 0, 0.6, 16) == 0  # a draft step of 0.6: even sure guesses lose
-    assert choose_length(0.9, passes, 0, 0.0, 2) == 2  # never beyond what is wanted
+    assert choose_length(geometric, passes, 0, 0.0, 48) == 3
+    # a copy in progress (0.99 a token): 48 guesses give 38.9 tokens for 17 = 2.29 (k = 32: 28.2 / 13 = 2.17)
+    assert choose_length([0.99 ** j for j in range(1, 49)], passes, 0, 0.0, 48) == 48
+    assert choose_length([0.3 ** j for j in range(1, 49)], passes, 0, 0.0, 48) == 0  # 1.3 / 1.6 < 1: does not pay
+    assert choose_length([0.99 ** j for j in range(1, 17)], passes, 0, 0.6, 16) == 0  # a draft step of 0.6: sure guesses lose
+    assert choose_length(geometric, passes, 0, 0.0, 2) == 2  # never beyond what is wanted
 
 
 def test_an_untimed_pass_size_is_priced_from_the_nearest_smaller_one() -> None:
@@ -90,13 +91,28 @@ def test_an_untimed_pass_size_is_priced_from_the_nearest_smaller_one() -> None:
     assert passes.cost(4) == pytest.approx(0.7 * 0.11 + 0.3 * 0.21)
 
 
-def test_the_acceptance_rate_counts_tokens_judged() -> None:
-    rate = Acceptance(0.5)  # one success in two trials, as prior
-    rate.record(4, 4)  # 4 of 4 judged and kept
-    rate.record(4, 1)  # 1 kept, then 1 refused; the last 2 were never judged
-    assert rate.rate == pytest.approx((0.8 * (0.8 * 1 + 4) + 1) / (0.8 * (0.8 * 2 + 4) + 2))
-    rate.record(0, 0)  # no guess: back towards the prior
-    assert 0.5 < rate.rate < (0.8 * 4.8 + 1) / (0.8 * 5.6 + 2)
+def test_run_lengths_are_kaplan_meier_over_recent_guesses() -> None:
+    runs = RunLengths(prior=0.5)
+    runs.record(4, 4)  # kept whole: right at 1-4, unknown after
+    runs.record(4, 1)  # right at 1, wrong at 2
+    s = runs.survival(5)
+    # j=1: 2 at risk, 0 wrong, one pseudo-guess with hazard 0.5 → 1 - 0.5/3; j=2: 2 at risk, 1 wrong → 1 - 1.5/3;
+    # j=3: 1 at risk → 1 - 0.5/2; j=4 the same; j=5: none at risk → the prior's 0.5
+    expected = [5 / 6, 5 / 6 * 0.5]
+    expected += [expected[-1] * 0.75, expected[-1] * 0.75 * 0.75]
+    expected += [expected[-1] * 0.5]
+    assert s == pytest.approx(expected)
+    assert RunLengths(0.9).survival(3) == pytest.approx([0.9, 0.81, 0.729])  # no guesses yet: the prior, a token at a time
+
+
+def test_a_sequence_that_stopped_guessing_forgets_and_tries_again() -> None:
+    runs = RunLengths(prior=0.9)
+    for _ in range(4):
+        runs.record(8, 0)
+    low = runs.survival(1)[0]
+    for _ in range(RunLengths.FORGET_AFTER * 4):
+        runs.record(0, 0)
+    assert not runs.outcomes and runs.survival(1)[0] == pytest.approx(0.9) and low < 0.5
 
 
 CHAT = ("<|im_start|>user\nWrite a Python function is_prime(n) that returns True if n is prime.<|im_end|>\n"

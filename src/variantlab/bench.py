@@ -326,6 +326,32 @@ def _speculation_summary(run: Run, med: dict[str, float | None]) -> dict[str, An
 
 
 @dataclass(frozen=True)
+class SpeedUp:
+    """The measured speed-up of greedy generation with speculative decoding, for pick and the ladder's table."""
+
+    speedup: float
+    method: str  # "lookup" or "draft"
+    draft_model: str | None
+    run_id: int
+
+    def describe(self) -> str:
+        how = f"draft {self.draft_model}" if self.method == "draft" else "prompt lookup"
+        return f"×{self.speedup:.2f} with {how} (bench run {self.run_id})"
+
+
+def measured_speedup(db: ResultsDB, sha256: str | None) -> SpeedUp | None:
+    """The latest speculation bench of this file on this engine (its own figure: a single-stream
+    speed-up on the code prompt, not a change to the plain generation speed)."""
+    if not sha256:
+        return None
+    for run in db.runs(kind="bench", model_sha256=sha256, limit=50):
+        metric = run.metrics.get("spec_speedup")
+        if run.status == "ok" and metric is not None and metric.median is not None and run.id is not None:
+            return SpeedUp(float(metric.median), str(run.settings.get("speculate")), run.settings.get("draft_model"), run.id)
+    return None
+
+
+@dataclass(frozen=True)
 class MeasuredFit:
     """``fit --measure``: the estimate beside the peak memory of a real load at that context."""
 
@@ -358,4 +384,5 @@ def fit_measured(ref: str, request: FitRequest, *, store: Store | None = None, d
     return MeasuredFit(replace(est, variant=label or est.variant), result)
 
 
-__all__ = ["BenchPlan", "BenchResult", "MeasuredFit", "bench_models", "current_engine_version", "engine_version", "fit_measured"]
+__all__ = ["BenchPlan", "BenchResult", "MeasuredFit", "SpeedUp", "bench_models", "current_engine_version", "engine_version",
+           "fit_measured", "measured_speedup"]

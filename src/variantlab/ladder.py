@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from . import __version__
-from .bench import BenchPlan, bench_models, current_engine_version
+from .bench import BenchPlan, bench_models, current_engine_version, measured_speedup
 from .engine import EngineSettings
 from .errors import UsageError
 from .eval import humaneval as he
@@ -113,6 +113,7 @@ class LadderRow:
     prompt_tokens_per_s_at_depth: float | None = None
     gen_tokens_per_s_at_depth: float | None = None
     accuracy_note: str = ""
+    speculation: str | None = None  # a measured speed-up with speculative decoding (bench --lookup/--draft), its own figure
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LadderRow:
@@ -224,7 +225,9 @@ def _measure_rung(plan: LadderPlan, made: Manifest, reference: Manifest, store: 
     eval_run = _accuracy(made, settings, plan, store, db, progress)
     step(4, "kld")
     kld_run = _kld(made, reference, settings, plan, store, db, progress)
-    return _with_depth(_row(made, est, bench_run, eval_run, kld_run), depth_run)
+    row = _with_depth(_row(made, est, bench_run, eval_run, kld_run), depth_run)
+    speedup = measured_speedup(db, made.sha256)
+    return replace(row, speculation=speedup.describe()) if speedup else row
 
 
 def depth_for(plan: LadderPlan, settings: dict[str, Any]) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .bench import BenchPlan, bench_models
+from .bench import BenchPlan, SpeedUp, bench_models, measured_speedup
 from .errors import UsageError
 from .files import ProgressFn, no_progress
 from .fit import Estimate, FitRequest, Network, estimate, network_for, network_from_catalog
@@ -44,6 +44,7 @@ class Candidate:
     accuracy: float | None
     accuracy_source: str
     file_name: str | None
+    speculation: SpeedUp | None = None  # a measured speed-up with speculative decoding, its own figure
 
     @property
     def level_bits(self) -> int:
@@ -87,6 +88,7 @@ class Tier:
     accuracy_source: str
     license: str | None
     reason: str
+    speculation: str | None = None  # "×1.25 with prompt lookup (bench run 12)": measured, apart from the speed above
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class RankedVariant:
     tokens_per_s_source: str
     accuracy: float | None
     accuracy_source: str
+    speculation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,8 @@ def ranked(found: list[Candidate]) -> list[Candidate]:
 
 def _ranked_record(c: Candidate) -> RankedVariant:
     return RankedVariant(c.variant, c.source, c.file_type, c.estimate.total_bytes, round(c.tokens_per_s, 1),
-                         c.tokens_per_s_source, c.accuracy, c.accuracy_source)
+                         c.tokens_per_s_source, c.accuracy, c.accuracy_source,
+                         c.speculation.describe() if c.speculation else None)
 
 
 @contextlib.contextmanager
@@ -247,7 +251,7 @@ def _candidate(tag: str, source: str, model: CatalogModel, net: Network, request
     speed, speed_source = _speed(est, sha256, db, bandwidth, efficiency, same_model, twin_of=tag)
     accuracy, accuracy_source = _accuracy(model, sha256, db)
     return Candidate(tag, source, model, net.file_type or "", est, speed, speed_source, accuracy, accuracy_source,
-                     file_name)
+                     file_name, measured_speedup(db, sha256))
 
 
 def _speed(est: Estimate, sha256: str | None, db: ResultsDB, bandwidth: float,
@@ -326,7 +330,7 @@ def _tier_record(tier: str, c: Candidate, spec: dict[str, Any]) -> Tier:
     est = c.estimate
     return Tier(tier, c.variant, c.source, c.file_name, c.model.gguf_repo, c.file_type, c.model.flavor, c.model.fim,
                 est.total_bytes, est.file_bytes, round(c.tokens_per_s, 1), c.tokens_per_s_source, c.accuracy,
-                c.accuracy_source, c.model.license, _reason(tier, c, spec))
+                c.accuracy_source, c.model.license, _reason(tier, c, spec), c.speculation.describe() if c.speculation else None)
 
 
 def _reason(tier: str, c: Candidate, spec: dict[str, Any]) -> str:

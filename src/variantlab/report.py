@@ -156,7 +156,7 @@ def table_rows(result: LadderResult) -> list[list[str]]:
             "yes" if r.fits else "no", _cell(r.load_s, ".2f"), _cell(r.ttft_s, ".3f"),
             _speed_cell(r), _cell(r.gen_tokens_per_s_at_depth, ".1f"),
             (f"{r.pass_at_1:.1%} [{r.pass_at_1_low:.0%}–{r.pass_at_1_high:.0%}]" if r.pass_at_1 is not None else "–"),
-            _cell(r.mean_kld, ".4f"), ", ".join(picked.get(r.model, [])),
+            _cell(r.mean_kld, ".4f"), r.speculation.split(" (")[0] if r.speculation else "–", ", ".join(picked.get(r.model, [])),
         ])
     return out
 
@@ -195,7 +195,7 @@ TWIN_TABLE_HEADERS = ["type", "file GB", "fit GiB at ctx", "measured GiB at ctx"
 
 
 TABLE_HEADERS = ["type", "file MiB", "memory MiB at ctx", "fits", "load s", "TTFT s", "gen tok/s (range)",
-                 "gen tok/s at ctx", "pass@1 [95% CI]", "mean KLD", "pick"]
+                 "gen tok/s at ctx", "pass@1 [95% CI]", "mean KLD", "speculation (measured)", "pick"]
 
 
 def render_html(result: LadderResult, png: bytes) -> str:

@@ -56,6 +56,9 @@ def eval_cmd(
         elif model is None:
             raise UsageError("no model given", hint="name a model, or score a file with --samples FILE")
         elif suite == "kld":
+            if lookup or draft:
+                raise UsageError("--lookup/--draft apply to HumanEval, infill and tasks: suites that generate; kld only scores",
+                                 hint="drop --lookup/--draft")
             if reference is None:
                 raise UsageError("--suite kld needs --reference MODEL", hint="for example the F16 made by `variantlab dequantize`")
             report = evaluate_kld(model, reference, KldPlan(n_ctx=ctx, max_chunks=chunks,

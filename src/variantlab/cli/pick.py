@@ -43,6 +43,8 @@ def render(r: PickResult) -> None:
     console.print(table)
     for t in r.tiers:
         console.print(f"[bold]{t.tier}[/bold]: {t.reason}")
+        if t.speculation:
+            console.print(f"  speculative decoding measured: {t.speculation}", markup=False)
     if not r.tiers:
         console.print("[red]nothing fits[/red]: lower --ctx or raise --mem")
     for rule in r.rules:

@@ -20,12 +20,15 @@ def serve(
     max_tokens_cap: Annotated[int, typer.Option(help="Most tokens one request may generate; the default when a request gives none.")] = 512,
     api_key: Annotated[Optional[str], typer.Option(envvar="VARIANTLAB_API_KEY", help="Require Authorization: Bearer KEY on every route but /health.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
+    lookup: Annotated[bool, typer.Option("--lookup", help="Speculative decoding with guesses copied from the prompt and reply (n-gram lookup); greedy replies unchanged.")] = False,
+    draft: Annotated[Optional[str], typer.Option(help="Speculative decoding with this smaller model of the same tokenizer (default: the draft pinned with the role, if any).")] = None,
+    no_draft: Annotated[bool, typer.Option("--no-draft", help="Do not use the draft model pinned with the role.")] = False,
 ) -> None:
     """Serve MODEL: /v1/models, /v1/completions, /v1/chat/completions (streaming), /infill, /health, /metrics."""
     import uvicorn
 
     config = ServeConfig(host=host, port=port, parallel=parallel, ctx=ctx, max_tokens_cap=max_tokens_cap,
-                         api_key=api_key or None, threads=threads)
+                         api_key=api_key or None, threads=threads, lookup=lookup, draft=draft, no_draft=no_draft)
     served = start(model, config)
     served.engine.on_death = _exit_on_engine_death
     try:
@@ -34,6 +37,8 @@ def serve(
               + (f" (sha256 {m.sha256} verified)" if m else "")
               + (f", role {served.role!r} of the lock" if served.role else "")
               + f"; {parallel} parallel, {ctx} context tokens each, max_tokens cap {max_tokens_cap}"
+              + (f"; speculative decoding with draft {served.draft.label}" if served.draft else "")
+              + ("; speculative decoding by prompt lookup" if lookup else "")
               + f", API key {'required' if api_key else 'off'}; http://{host}:{port}/v1", file=sys.stderr, flush=True)
         # SIGTERM ends the server within a few seconds in every state: streams still open are cut after 3 s
         uvicorn.run(create_app(served), host=host, port=port, log_level="warning", access_log=False,

@@ -28,6 +28,7 @@ class ServingEngine:
     model_path: str
     settings: EngineSettings
     slots: int
+    speculate: str = ""  # "lookup" or "draft" (settings.draft_model loaded beside): every request speculates
     _engine: EngineProcess | None = None
     _queues: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Piece]]] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -63,7 +64,8 @@ class ServingEngine:
         request_id = next(self._ids)
         self._queues[request_id] = (asyncio.get_running_loop(), queue)
         with self._lock:
-            self._engine.post_raw(Submit(Request(request_id, prompt, fim, add_special, max_tokens, stop, sampling)))
+            self._engine.post_raw(Submit(Request(request_id, prompt, fim, add_special, max_tokens, stop,
+                                                 {**sampling, "speculate": self.speculate})))
         return request_id, queue
 
     def cancel(self, request_id: int) -> None:

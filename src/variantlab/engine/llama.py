@@ -24,7 +24,7 @@ import llama_cpp as L
 
 from ..errors import EngineError
 from .lookup import PromptLookup
-from .speculative import Acceptance, DraftModel, PassCost, accept_or_replace, choose_length, draw, target_probabilities
+from .speculative import DraftModel, PassCost, RunLengths, accept_or_replace, choose_length, draw, target_probabilities
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
 
 _LOG_LINES: deque[str] = deque(maxlen=200)
@@ -136,9 +136,9 @@ class _Sequence:
         self.drafts_with_model = False
         self.draft: list[int] = []
         self.rng: Any = None  # numpy's generator, for sampled sequences that speculate
-        # the chance a guessed token is right, by the kind of guess: a long n-gram match is nearly
-        # always a copy in progress, a draft model right about as often as its size allows
-        self.acceptance = {"lookup": Acceptance(0.9), "draft model": Acceptance(0.7)}
+        # how far guesses run, by kind, with a prior per token: a long n-gram match is nearly always
+        # a copy in progress (0.97 did better than 0.9 and 0.99 on HumanEval replies, docs/benchmarks.md)
+        self.acceptance = {"lookup": RunLengths(0.97), "draft model": RunLengths(0.7)}
         self.guess_kind = ""
         self.sampling = Sampling()
 
@@ -512,7 +512,8 @@ class LlamaEngine:
                 s.guess_kind, most, step_s = "draft model", MAX_GUESS, draft_s
             else:
                 continue
-            k = choose_length(s.acceptance[s.guess_kind].rate, self.pass_cost, in_batch - 1, step_s, min(wanted[id(s)], most))
+            limit = min(wanted[id(s)], most)
+            k = choose_length(s.acceptance[s.guess_kind].survival(limit), self.pass_cost, in_batch - 1, step_s, limit)
             lengths[id(s)] = k = max(k, min(s.sampling.draft_min, wanted[id(s)]))
             in_batch += k
         by_model = [s for s in running if s.drafts_with_model and lengths.get(id(s))]

@@ -18,6 +18,7 @@ is unsure of its own next token (llama.cpp's ``--draft-p-min``).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,39 +66,58 @@ class PassCost:
         return self.seconds[below] + unit * PRIOR_SLOPE * (n - below)
 
 
-class Acceptance:
-    """A sequence's chance that a guessed token is right, given the ones before it were (recent
-    guesses weigh more). A guess of k tokens of which m were kept is m successes in m + 1 trials
-    (or k trials when all were kept): the tokens after the first refusal were never judged."""
+class RunLengths:
+    """How far a sequence's recent guesses of one kind ran before their first wrong token, as the
+    chance ``S(j)`` that a guess's j-th token is right (Kaplan-Meier over the last guesses: a guess
+    kept whole says nothing past its end). Guesses are bursty: a copy of a docstring in progress
+    runs for dozens of tokens, then stops at once, which a per-token rate cannot express.
+
+    One pseudo-guess at every position holds the prior per-token rate, so positions never reached
+    yet are priced by it; a sequence that stopped guessing forgets its oldest guess every few
+    passes and so tries again."""
+
+    WINDOW = 32
+    FORGET_AFTER = 8  # passes without a guess before the oldest outcome is dropped
 
     def __init__(self, prior: float = 0.6) -> None:
         self.prior = prior
-        self.successes, self.trials = 2.0 * prior, 2.0
-
-    @property
-    def rate(self) -> float:
-        return self.successes / self.trials
+        self.outcomes: deque[tuple[int, int]] = deque(maxlen=self.WINDOW)  # (proposed, accepted)
+        self.idle = 0
 
     def record(self, proposed: int, accepted: int) -> None:
         if proposed:
-            self.successes = 0.8 * self.successes + accepted
-            self.trials = 0.8 * self.trials + accepted + (accepted < proposed)
-        else:  # no guess this pass: drift back towards the prior, so a low rate is tried again later
-            self.successes = 0.9 * self.successes + 0.1 * 2.0 * self.prior
-            self.trials = 0.9 * self.trials + 0.1 * 2.0
+            self.outcomes.append((proposed, accepted))
+            self.idle = 0
+            return
+        self.idle += 1
+        if self.idle >= self.FORGET_AFTER and self.outcomes:
+            self.outcomes.popleft()
+            self.idle = 0
+
+    def survival(self, most: int) -> list[float]:
+        """S(1) … S(most): the chance that a guess's first j tokens are all right."""
+        found, s = [], 1.0
+        for j in range(1, most + 1):
+            at_risk = sum(1 for p, a in self.outcomes if p >= j and a >= j - 1)
+            wrong = sum(1 for p, a in self.outcomes if a == j - 1 and a < p)
+            s *= 1.0 - (wrong + 1.0 - self.prior) / (at_risk + 1.0)
+            found.append(s)
+        return found
 
 
-def choose_length(rate: float, passes: PassCost, before: int, draft_token_s: float, most: int) -> int:
-    """The guess length with the most expected tokens per second: k guesses give 1 + a + … + a^k
-    tokens on average (a: the acceptance rate) for the pass's extra cost plus k draft steps.
-    0 means guessing does not pay now (the pass alone is faster)."""
+def choose_length(survival: Sequence[float], passes: PassCost, before: int, draft_token_s: float, most: int) -> int:
+    """The guess length with the most expected tokens per second: k guesses give 1 + S(1) + … + S(k)
+    tokens on average for the pass's extra cost plus k draft steps. 0 means guessing does not pay
+    now (the pass alone is faster)."""
     best, best_rate = 0, 0.0
     base = passes.cost(before)
-    for k in (k for k in GUESS_LENGTHS if k <= most):
-        expected = sum(rate ** i for i in range(k + 1))
+    cumulative = [1.0]
+    for s in survival[:most]:
+        cumulative.append(cumulative[-1] + s)
+    for k in (k for k in GUESS_LENGTHS if k <= min(most, len(survival))):
         seconds = passes.cost(before + 1 + k) - base + k * draft_token_s
-        if seconds > 0 and expected / seconds > best_rate:
-            best, best_rate = k, expected / seconds
+        if seconds > 0 and cumulative[k] / seconds > best_rate:
+            best, best_rate = k, cumulative[k] / seconds
     return best
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -10,7 +10,8 @@ from ..chat_template import TemplateRenderer
 from ..engine import EngineSettings, ServingEngine
 from ..errors import UsageError
 from ..lock.lockfile import find_lockfile, read_lock
-from ..lock.pins import resolve_for_use
+from ..fit import FitRequest
+from ..lock.pins import resolve_draft_for_use, resolve_for_use
 from ..modelfile import ModelFile, read_model_file
 from ..store import ResolvedModel, Store
 
@@ -27,6 +28,9 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     api_key: str | None = None
     threads: int | None = None
+    lookup: bool = False  # speculative decoding from the prompt and reply (n-gram lookup)
+    draft: str | None = None  # speculative decoding with this draft model (default: the one pinned with the role)
+    no_draft: bool = False  # do not use the draft pinned with the role
 
     def checked(self) -> ServeConfig:
         if not 1 <= self.parallel <= 64:
@@ -37,6 +41,8 @@ class ServeConfig:
             raise UsageError(f"--max-tokens-cap {self.max_tokens_cap} must be at least 1 and below --ctx {self.ctx}")
         if not 0 < self.port < 65536:
             raise UsageError(f"--port {self.port} is not a TCP port")
+        if self.lookup and self.draft:
+            raise UsageError("--lookup and --draft are two ways to guess tokens; a server uses one", hint="drop one of them")
         return self
 
 
@@ -53,6 +59,7 @@ class Served:
     engine: ServingEngine
     metrics: Metrics
     renderer: TemplateRenderer | None = None
+    draft: ResolvedModel | None = None
 
 
 class Metrics:
@@ -99,7 +106,15 @@ def start(ref: str | None, config: ServeConfig, store: Store | None = None) -> S
     resolved, role = open_model(ref, config, store)
     info = read_model_file(resolved.path)
     settings = EngineSettings(n_ctx=config.ctx * config.parallel, n_seq_max=config.parallel, n_threads=config.threads)
-    engine = ServingEngine(str(resolved.path), settings, config.parallel)
+    draft = None
+    if not config.lookup and not config.no_draft:
+        draft = resolve_draft_for_use(role or ref or resolved.label, resolved, config.draft,
+                                      FitRequest(ctx=config.ctx * config.parallel, n_seq=config.parallel), store=store,
+                                      verify_hash=True)
+    if draft is not None:
+        settings = replace(settings, draft_model=str(draft.path))
+    speculate = "lookup" if config.lookup else "draft" if draft is not None else ""
+    engine = ServingEngine(str(resolved.path), settings, config.parallel, speculate)
     engine.start()
     model_id = role or resolved.label
     aliases = {model_id, resolved.label, resolved.path.name}
@@ -108,4 +123,4 @@ def start(ref: str | None, config: ServeConfig, store: Store | None = None) -> S
     specials = engine.specials
     renderer = (TemplateRenderer(info.chat_template, specials.get("bos", ""), specials.get("eos", ""))
                 if info.chat_template else None)
-    return Served(config, resolved, info, model_id, frozenset(aliases), role, engine, Metrics(config.parallel), renderer)
+    return Served(config, resolved, info, model_id, frozenset(aliases), role, engine, Metrics(config.parallel), renderer, draft)
