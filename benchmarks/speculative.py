@@ -76,8 +76,9 @@ def ask_engine(engine: EngineProcess, prompt: list[int], stops: list[str], max_t
 
 def pass_costs(engine_path: str) -> dict[int, float]:
     """Seconds of one target pass of k tokens (k = 1 … 16) after a 200-token prompt, best of 3 × 5."""
-    from variantlab.engine.llama import LlamaEngine  # in this process: a measurement, not a variantlab run
     import llama_cpp as L
+
+    from variantlab.engine.llama import LlamaEngine  # in this process: a measurement, not a variantlab run
 
     e = LlamaEngine(engine_path, EngineSettings(n_ctx=CTX, n_threads=THREADS))
     try:

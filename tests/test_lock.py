@@ -144,6 +144,22 @@ def test_gc_plans_then_removes_only_what_nothing_refers_to(project: Path, cli) -
     assert cli("lock", "verify").code == 0
 
 
+def test_a_draft_pinned_with_a_role_is_verified_synced_and_kept_by_gc(project: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    entry = lock.add("chat", "spare", draft="a")
+    assert entry.after is not None and entry.after.draft is not None and entry.after.draft["model"] == "a"
+    assert "[roles.chat.draft]" in (project / "variantlab.lock").read_text()
+    checks = {c.role: c.ok for c in lock.verify()}
+    assert checks == {"chat": True, "chat (draft)": True}
+    plan = gc_lib.plan()
+    assert {n for names in plan.remove.values() for n in names} == {"b"}  # the draft's blob is pinned too
+    refused = cli("lock", "add", "chat", "a", "--draft", "spare")
+    assert refused.code == 2 and "not smaller than the target" in refused.err
+    assert lock.read_lock(project / "variantlab.lock").roles["chat"].model == "spare"  # nothing changed
+    _flip_a_byte(Store().blob_path(entry.after.draft["sha256"]))
+    got = cli("lock", "verify")
+    assert got.code == 1 and "FAIL chat (draft): a" in got.out
+
+
 # -- kills at random points ---------------------------------------------------------------------
 
 def _variantlab(*args: str) -> list[str]:

@@ -26,7 +26,6 @@ from .modelfile import read_model_file
 from .results import Metric, ResultsDB, Run
 from .store import ResolvedModel, Store
 
-
 SPECULATION_CTX = 512  # room for the speculation test's code prompt (bench_prompts.toml), before its --gen tokens
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import dataclasses
 import ctypes
+import dataclasses
 import random
 import re
 import time
@@ -24,8 +24,8 @@ import llama_cpp as L
 
 from ..errors import EngineError
 from .lookup import PromptLookup
-from .speculative import DraftModel, PassCost, RunLengths, accept_or_replace, choose_length, draw, target_probabilities
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
+from .speculative import DraftModel, PassCost, RunLengths, accept_or_replace, choose_length, draw, target_probabilities
 
 _LOG_LINES: deque[str] = deque(maxlen=200)
 _BUFFER_LINES: list[str] = []  # llama.cpp's "... buffer size = N MiB" lines since the last load began

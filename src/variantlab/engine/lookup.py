@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 # Only long matches: 8 tokens seen before are nearly always a copy in progress (kept 80-90 % of
 # the time); matches of 2-4 tokens were right too seldom to pay for the longer pass on a CPU
 # (measured: docs/benchmarks.md). 12 is llama.cpp's ngram-simple lookup size.

@@ -23,8 +23,8 @@ from ..engine import EngineProcess, EngineSettings, is_openai_spec
 from ..errors import UsageError
 from ..explain import explain_name
 from ..files import ProgressFn, no_progress
-from ..hardware import machine_facts
 from ..fit import FitRequest
+from ..hardware import machine_facts
 from ..lock.pins import resolve_draft_for_use, resolve_for_use
 from ..modelfile import ModelFile, read_model_file
 from ..results import Metric, ResultsDB, Run

@@ -16,7 +16,7 @@ from ..errors import LockError
 from ..results import ResultsDB
 from ..store import Store
 from .lockfile import read_history, read_lock
-from .pins import known_lockfiles
+from .pins import known_lockfiles, pins_with_drafts
 
 
 @dataclass
@@ -33,7 +33,7 @@ def plan(store: Store | None = None, *, keep_days: int = 30, db: ResultsDB | Non
         if not lock.exists():
             continue
         try:
-            for role, pin in read_lock(lock).roles.items():
+            for role, pin in pins_with_drafts(read_lock(lock).roles):
                 keep.setdefault(pin.sha256, f"pinned as {role!r} in {lock}")
         except LockError as exc:
             raise LockError(f"cannot plan a gc: {exc.message}", hint="fix that lockfile first; nothing was removed") from None
@@ -71,7 +71,7 @@ def collect(gc_plan: GcPlan, store: Store | None = None) -> list[str]:
     store = store or Store()
     removed = []
     with store.locked():
-        still_pinned = {pin.sha256 for lock in known_lockfiles() if lock.exists() for pin in read_lock(lock).roles.values()}
+        still_pinned = {pin.sha256 for lock in known_lockfiles() if lock.exists() for _, pin in pins_with_drafts(read_lock(lock).roles)}
         names_by_sha: dict[str, list[str]] = {}
         for m in store.manifests():  # read again under the lock: names may have come since the plan
             names_by_sha.setdefault(m.sha256, []).append(m.name)
@@ -93,7 +93,7 @@ def history_only_pins() -> set[str]:
     shas = set()
     for lock in known_lockfiles():
         if lock.exists():
-            current = {p.sha256 for p in read_lock(lock).roles.values()}
+            current = {p.sha256 for _, p in pins_with_drafts(read_lock(lock).roles)}
             for entry in read_history(Path(lock)):
                 for pin in (entry.before, entry.after):
                     if pin and pin.sha256 not in current:

@@ -243,7 +243,7 @@ def verify(*, lock_path: Path | None = None, store: Store | None = None, force: 
     """Every pinned blob present and hashing to its pin (re-hashed unless ``force`` is False)."""
     store = store or Store()
     checks = []
-    for role, pin in _pins_with_drafts(read_lock(default_lock_path(lock_path)).roles):
+    for role, pin in pins_with_drafts(read_lock(default_lock_path(lock_path)).roles):
         blob = store.blob_path(pin.sha256)
         if not blob.is_file():
             checks.append(RoleCheck(role, pin.model, False, pin.sha256, None, "missing from the store (`variantlab lock sync`)"))
@@ -254,7 +254,7 @@ def verify(*, lock_path: Path | None = None, store: Store | None = None, force: 
     return checks
 
 
-def _pins_with_drafts(roles: dict[str, Pin]) -> list[tuple[str, Pin]]:
+def pins_with_drafts(roles: dict[str, Pin]) -> list[tuple[str, Pin]]:
     """Every role's pin, and after it its draft's under ``ROLE (draft)``."""
     found = []
     for role, pin in roles.items():
@@ -351,7 +351,7 @@ def _sync_locked(path: Path, store: Store, progress: ProgressFn, fetched: list[s
     for check in verify(lock_path=path, store=store, force=False):
         if check.ok:
             continue
-        pin = dict(_pins_with_drafts(read_lock(path).roles))[check.role]
+        pin = dict(pins_with_drafts(read_lock(path).roles))[check.role]
         if pin.fetch is None:
             raise LockError(f"role {check.role!r}: {pin.model} was made locally ({pin.source}) and cannot be fetched",
                             hint="make it again with the same command, or `variantlab lock rollback` the role")

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ..chat_template import TemplateRenderer
 from ..engine import EngineSettings, ServingEngine
 from ..errors import UsageError
-from ..lock.lockfile import find_lockfile, read_lock
 from ..fit import FitRequest
+from ..lock.lockfile import find_lockfile, read_lock
 from ..lock.pins import resolve_draft_for_use, resolve_for_use
 from ..modelfile import ModelFile, read_model_file
 from ..store import ResolvedModel, Store
