@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     reports = {name: evaluate(args.model, EvalPlan(limit=args.limit, lookup=lookup))
                for name, lookup in (("plain", False), ("lookup", True))}
-    outcome = {name: {t: r[0]["passed"] for t, r in rep.per_task.items()} for name, rep in reports.items()}  # type: ignore[union-attr]
+    outcome = {name: {t: r["passed"] for t, r in rep.per_task.items()} for name, rep in reports.items()}  # type: ignore[union-attr]
     differ = sorted(t for t in outcome["plain"] if outcome["plain"][t] != outcome["lookup"].get(t))
     print("| run | pass@1 | generation s | tokens | guesses kept | tokens per pass | results run |")
     print("|---|---|---|---|---|---|---|")

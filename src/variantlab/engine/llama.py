@@ -235,8 +235,9 @@ class LlamaEngine:
         return ctx
 
     def close(self) -> None:
-        if getattr(self, "draft", None) is not None:
-            self.draft.close()
+        draft = getattr(self, "draft", None)
+        if draft is not None:
+            draft.close()
             self.draft = None
         if getattr(self, "batch", None) is not None:
             L.llama_batch_free(self.batch)
@@ -477,7 +478,7 @@ class LlamaEngine:
             return
         running = sorted(running, key=lambda s: s.seq_id)
         self._guess(running)
-        entries = []
+        entries: list[tuple[int, int, int, bool]] = []
         for s in running:
             s.batch_index = len(entries)
             entries.append((s.result.tokens[-1], s.pos, s.seq_id, True))
@@ -520,9 +521,9 @@ class LlamaEngine:
         proposals = self.draft.propose([(id(s), s.history, lengths[id(s)]) for s in by_model]) if by_model and self.draft else {}
         for s in running:
             k = lengths.get(id(s), 0)
-            if s.lookup is not None and k:
-                at = matches[id(s)][0]
-                s.draft = s.lookup.tokens[at: at + k]
+            found = matches.get(id(s))
+            if s.lookup is not None and k and found is not None:
+                s.draft = s.lookup.tokens[found[0]: found[0] + k]
             elif s.drafts_with_model:
                 s.draft = proposals.get(id(s), [])
 
