@@ -10,16 +10,13 @@ match), the tasks whose outcome differs and the wall time of each side.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.llama_cpp_tools import ensure_server  # noqa: E402
+from benchmarks.llama_cpp_tools import start_server as start_llama_server  # noqa: E402
 
 from variantlab.eval import EvalPlan, evaluate, infill  # noqa: E402
 from variantlab.lock.pins import resolve_for_use  # noqa: E402
@@ -28,19 +25,9 @@ PARALLEL = 4
 
 
 def start_server(model_path: str, alias: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([str(ensure_server()), "-m", model_path, "--host", "127.0.0.1", "--port", str(port),
-                                "-np", str(PARALLEL), "-c", str(PARALLEL * 4096), "--no-webui", "--alias", alias],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process, f"openai:http://127.0.0.1:{port}/v1"
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    raise SystemExit("llama-server did not come up")
+    process, url = start_llama_server(["-m", model_path, "-np", str(PARALLEL), "-c", str(PARALLEL * 4096),
+                                       "--no-webui", "--alias", alias])
+    return process, f"openai:{url}/v1"
 
 
 def outcome(report: object) -> dict[str, bool]:

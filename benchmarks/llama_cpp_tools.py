@@ -58,5 +58,27 @@ def ensure_server() -> Path:
     return ensure_tools(("llama-server",)) / "llama-server"
 
 
+def start_server(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """llama-server with ``args`` on a free loopback port, once /health answers: the process and its base URL."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([str(ensure_server()), *args, "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(240):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process, f"http://127.0.0.1:{port}"
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit(f"llama-server {args} did not come up")
+
+
 if __name__ == "__main__":
     print(ensure_server() if sys.argv[1:] == ["server"] else ensure_tools())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.llama_cpp_tools import ensure_server  # noqa: E402
+from benchmarks.llama_cpp_tools import start_server as start_llama_server  # noqa: E402
 
 from variantlab.engine import EngineProcess, EngineSettings  # noqa: E402
 from variantlab.eval import humaneval as he  # noqa: E402
@@ -44,19 +43,7 @@ CTX = 4096
 
 
 def start_server(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([str(ensure_server()), *args, "--host", "127.0.0.1", "--port", str(port), "-np", "1",
-                                "-c", str(CTX), "-t", str(THREADS), "--no-webui"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process, f"http://127.0.0.1:{port}"
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    raise SystemExit(f"llama-server {args} did not come up")
+    return start_llama_server([*args, "-np", "1", "-c", str(CTX), "-t", str(THREADS), "--no-webui"])
 
 
 def ask_server(url: str, prompt: list[int], stops: list[str], max_tokens: int) -> dict[str, float | list[int]]:
