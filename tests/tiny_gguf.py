@@ -30,6 +30,8 @@ def write_tiny_model(
     extra_tokens: tuple[str, ...] = (),
     license: str | None = "apache-2.0",
     name: str | None = "Tiny Test Model",
+    general_type: str | None = None,
+    extra_kv: dict[str, int | str] | None = None,
 ) -> Path:
     """Write the model to ``path`` and return ``path``."""
     writer = gguf.GGUFWriter(str(path), arch)
@@ -37,6 +39,13 @@ def write_tiny_model(
         writer.add_name(name)
     if license is not None:
         writer.add_license(license)
+    if general_type is not None:  # "adapter" (a LoRA) or "mmproj" (a projector), as llama.cpp writes them
+        writer.add_type(general_type)
+    for key, value in (extra_kv or {}).items():  # e.g. split.no / split.count of a split file's part
+        if isinstance(value, int):
+            writer.add_uint16(key, value)
+        else:
+            writer.add_string(key, value)
     writer.add_block_count(n_layers)
     writer.add_context_length(context_length)
     writer.add_embedding_length(EMBD)

@@ -26,14 +26,22 @@ def no_progress(phase: str, done: int, total: int | None) -> None:
 
 def sha256_file(path: Path, progress: ProgressFn = no_progress) -> str:
     """The hex sha256 of a file, read in large chunks."""
+    return sha256_parts([path], progress)
+
+
+def sha256_parts(paths: Iterable[Path], progress: ProgressFn = no_progress) -> str:
+    """The hex sha256 of files read one after another: a split GGUF's identity is the hash of its
+    parts in order, so a change in any part changes it."""
+    paths = list(paths)
     digest = hashlib.sha256()
-    total = path.stat().st_size
+    total = sum(p.stat().st_size for p in paths)
     done = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            progress("hash", done, total)
+    for path in paths:
+        with path.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+                done += len(chunk)
+                progress("hash", done, total)
     return digest.hexdigest()
 
 

@@ -78,7 +78,7 @@ def explain_variant(ref: str, *, store: Store | None = None) -> tuple[VariantNam
     store = store or Store()
     manifest = store.manifest(ref)
     if manifest is not None:
-        path = store.blob_path(manifest.sha256)
+        path = store.model_file(manifest)
     else:
         path = Path(ref).expanduser()
         if not os.path.lexists(path):

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -198,6 +199,7 @@ class ModelFile:
     fim_tokens: dict[str, str]
     tokenizer_model: str | None
     license: str | None
+    general_type: str | None = None  # "model", or "adapter" (LoRA) / "mmproj" (projector): not a model to run
     metadata_keys: list[str] = field(repr=False, default_factory=list)
     tensors: list[TensorEntry] = field(repr=False, default_factory=list)
     data_offset: int = 0
@@ -255,7 +257,7 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         st = p.stat()
     except OSError:
         return _read_model_file(p)  # missing: the reader says so in its own words
-    key = hashlib.sha1(f"v3|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+    key = hashlib.sha1(f"v4|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
     cache = config.home() / "cache" / "modelfile" / f"{key}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return _from_record(json.loads(cache.read_text()), p)
@@ -322,6 +324,7 @@ def _model_file(reader: gguf.GGUFReader, p: Path) -> ModelFile:
         fim_tokens=_fim_tokens(reader),
         tokenizer_model=_clean_opt(_scalar(reader, "tokenizer.ggml.model")),
         license=_clean_opt(_scalar(reader, "general.license")),
+        general_type=_general_type(reader, arch),
         metadata_keys=[k for k in reader.fields if not k.startswith("GGUF.")],
         tensors=[
             TensorEntry(clean_text(t.name), t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes))
@@ -331,6 +334,37 @@ def _model_file(reader: gguf.GGUFReader, p: Path) -> ModelFile:
         alignment=int(reader.alignment),
         hparams=_hparams(reader, arch),
     )
+
+
+def _general_type(reader: gguf.GGUFReader, arch: str) -> str | None:
+    """What the file is for: llama.cpp writes ``general.type`` (model, adapter, mmproj); a projector
+    from before that key has the ``clip`` architecture."""
+    declared = _clean_opt(_scalar(reader, "general.type"))
+    if declared is None and arch == "clip":
+        return "mmproj"
+    return declared
+
+
+SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def split_parts(path: Path) -> list[Path]:
+    """Every part of the split GGUF whose first part is ``path`` (llama.cpp's ``-00001-of-00003``
+    naming), in order; ``[path]`` for a file that is not split. A missing part is an error: the
+    loader needs them all beside the first."""
+    match = SPLIT_NAME.match(path.name)
+    if match is None:
+        return [path]
+    if int(match["no"]) != 1:
+        raise ModelFileError(path, f"part {int(match['no'])} of a split GGUF",
+                             hint=f"give the first part, {match['stem']}-00001-of-{match['count']}.gguf")
+    count = int(match["count"])
+    parts = [path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise ModelFileError(path, f"split GGUF with {count} parts lacks {', '.join(missing)}",
+                             hint="download the missing parts beside the first")
+    return parts
 
 
 _MAX_HPARAM_ITEMS = 4096  # per-layer arrays; a longer array is not a hyperparameter

@@ -6,7 +6,6 @@ the quick HumanEval subset and on 20 infill holes must equal the in-process engi
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from benchmarks.llama_cpp_tools import ensure_server
 
+from tests.net import free_port
 from variantlab.eval import EvalPlan, evaluate, infill
 from variantlab.results import ResultsDB
 
@@ -24,17 +24,11 @@ PARALLEL = 4
 INFILL_PROBLEMS = next(n for n in range(1, 165) if len(infill.holes(n)) >= 20)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server(default_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-server on the default model: its /v1 URL while it runs."""
     binary = ensure_server()
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "llama-server.log"
     ctx_per_slot = 2048
     with open(log, "wb") as out:
@@ -117,10 +111,10 @@ def test_a_repository_through_llama_server(llama_server: str, tmp_path: Path) ->
 
 
 def test_a_server_that_is_down_or_answers_garbage_is_refused(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    down = f"openai:http://127.0.0.1:{_free_port()}/v1#model"
+    down = f"openai:http://127.0.0.1:{free_port()}/v1#model"
     result = cli("eval", down, "--limit", "1")
     assert result.code == 2 and result.err.count("\n") == 1 and "did not answer" in result.err
-    port = _free_port()  # a server that answers HTTP with something that is not an OpenAI API
+    port = free_port()  # a server that answers HTTP with something that is not an OpenAI API
     garbage = subprocess.Popen(["python3", "-c", _GARBAGE_SERVER, str(port)])
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/")

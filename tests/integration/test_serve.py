@@ -21,15 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.net import free_port
+
 pytestmark = pytest.mark.integration
 
 KEY = "test-key-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

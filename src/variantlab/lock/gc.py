@@ -1,5 +1,8 @@
 """`models gc`: remove the blobs that no lock pins and no recent result refers to.
 
+Only ``blobs/sha256/`` is collected: a file registered in place (Ollama's, LM Studio's, the
+Hugging Face cache's) belongs to its tool and is never deleted, whatever pins it.
+
 Plan first (what goes, what stays and why, bytes freed); the caller confirms; then, under the
 store's lock, each blob's manifests are removed before the blob itself, so a kill in the
 middle leaves at worst a blob without a name (removed by the next gc), never a name or a pin
@@ -50,7 +53,8 @@ def plan(store: Store | None = None, *, keep_days: int = 30, db: ResultsDB | Non
     names: dict[str, list[str]] = {}
     twins: set[str] = set()
     for m in store.manifests():
-        names.setdefault(m.sha256, []).append(m.name)
+        if m.external is None:  # files registered in place are not the store's to remove (nor are their names)
+            names.setdefault(m.sha256, []).append(m.name)
         if m.synthetic:
             twins.add(m.sha256)
     for sha in twins:  # a kept twin's bytes are random: its results stay in the database, the file can go
@@ -74,7 +78,8 @@ def collect(gc_plan: GcPlan, store: Store | None = None) -> list[str]:
         still_pinned = {pin.sha256 for lock in known_lockfiles() if lock.exists() for _, pin in pins_with_drafts(read_lock(lock).roles)}
         names_by_sha: dict[str, list[str]] = {}
         for m in store.manifests():  # read again under the lock: names may have come since the plan
-            names_by_sha.setdefault(m.sha256, []).append(m.name)
+            if m.external is None:  # a name registered in place does not live on the blob: it stays
+                names_by_sha.setdefault(m.sha256, []).append(m.name)
         for sha in gc_plan.remove:
             if sha in still_pinned:
                 continue  # pinned since the plan was made

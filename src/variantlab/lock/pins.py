@@ -17,11 +17,11 @@ from typing import Any
 
 from .. import config
 from ..errors import IntegrityError, LockError, UsageError
-from ..files import ProgressFn, atomic_write_text, no_progress, sha256_file
+from ..files import ProgressFn, atomic_write_text, no_progress
 from ..fit import FitRequest, check_draft
 from ..modelfile import read_model_file
 from ..results import ResultsDB
-from ..store import Manifest, ResolvedModel, Store, builtin_models, fetch
+from ..store import Manifest, ResolvedModel, Store, builtin_models, fetch, verified_sha256
 from .lockfile import LOCK_NAME, HistoryEntry, LockState, Pin, append_history, find_lockfile, locked, read_history, read_lock, write_lock
 
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -62,6 +62,9 @@ def headline_results(db: ResultsDB, sha256: str) -> dict[str, Any]:
 
 
 def _fetch_spec(manifest: Manifest) -> str | None:
+    if manifest.external is not None:  # registered in place: what its tool's name maps to (an HF file), if anything
+        fetch = manifest.external.get("fetch")
+        return str(fetch) if fetch else None
     if manifest.name in builtin_models():
         return manifest.name
     if manifest.source.startswith("hf:"):
@@ -110,8 +113,9 @@ def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None
     manifest = _pinnable(role, ref, store, progress)
     draft_manifest = _pinnable(f"{role} (draft)", draft, store, progress) if draft else None
     if draft_manifest is not None:
-        check_draft(store.blob_path(manifest.sha256), store.blob_path(draft_manifest.sha256), draft_manifest.name,
-                    FitRequest(ctx=min(4096, read_model_file(store.blob_path(manifest.sha256)).context_length or 4096)))
+        target_file = store.model_file(manifest)
+        check_draft(target_file, store.model_file(draft_manifest), draft_manifest.name,
+                    FitRequest(ctx=min(4096, read_model_file(target_file).context_length or 4096)))
     path = default_lock_path(lock_path)
     with store.locked(), locked(path), (db or ResultsDB()) as results:
         pin = pin_for(manifest, results)
@@ -124,7 +128,7 @@ def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None
 def _pinnable(what: str, ref: str, store: Store, progress: ProgressFn) -> Manifest:
     """The stored (or fetched) model ``ref`` names, not a twin, its bytes hashed now."""
     manifest = _stored_or_fetched(ref, store, progress)
-    ResolvedModel(store.blob_path(manifest.sha256), manifest).refuse_twin("pinned")
+    ResolvedModel(store.model_file(manifest), manifest).refuse_twin("pinned")
     _verify_blob(store, manifest.sha256, f"{what} → {manifest.name}", force=True)
     return manifest
 
@@ -244,14 +248,28 @@ def verify(*, lock_path: Path | None = None, store: Store | None = None, force: 
     store = store or Store()
     checks = []
     for role, pin in pins_with_drafts(read_lock(default_lock_path(lock_path)).roles):
-        blob = store.blob_path(pin.sha256)
-        if not blob.is_file():
-            checks.append(RoleCheck(role, pin.model, False, pin.sha256, None, "missing from the store (`variantlab lock sync`)"))
+        paths = store.locate(pin.sha256)
+        if paths is None:
+            checks.append(RoleCheck(role, pin.model, False, pin.sha256, None, _missing(store, pin.sha256)))
             continue
-        found = verified_sha256(blob, force=force)
+        found = verified_sha256(paths, force=force)
         checks.append(RoleCheck(role, pin.model, found == pin.sha256, pin.sha256, found,
-                                None if found == pin.sha256 else "bytes changed on disk"))
+                                None if found == pin.sha256 else f"bytes changed on disk: {paths[0]}"))
     return checks
+
+
+def _gone_in_place(store: Store, sha256: str) -> Path | None:
+    """The first missing file of a model registered in place with this hash, if there is one."""
+    found, _ = store.readable_manifests()
+    return next((p for m in found if m.sha256 == sha256 for p in m.external_paths if not p.is_file()), None)
+
+
+def _missing(store: Store, sha256: str) -> str:
+    """Why a pinned hash has no file: a file registered in place that went, or no blob at all."""
+    gone = _gone_in_place(store, sha256)
+    if gone is not None:
+        return f"file registered in place is missing: {gone}"
+    return "missing from the store (`variantlab lock sync`)"
 
 
 def pins_with_drafts(roles: dict[str, Pin]) -> list[tuple[str, Pin]]:
@@ -266,37 +284,20 @@ def pins_with_drafts(roles: dict[str, Pin]) -> list[tuple[str, Pin]]:
 
 
 def _verify_blob(store: Store, sha256: str, what: str, *, force: bool = False, hint: str | None = None) -> Path:
-    blob = store.blob_path(sha256)
-    if not blob.is_file():
+    """The file holding ``sha256`` (a blob or a file registered in place), checked to hash to it."""
+    paths = store.locate(sha256)
+    if paths is None:
+        gone = _gone_in_place(store, sha256)
+        if gone is not None:
+            raise LockError(f"{what}: registered in place at {gone}, and that file is gone",
+                            hint="put the file back, or run `variantlab lock sync` to fetch it into the store")
         raise LockError(f"{what}: blob {sha256[:12]}… is not in the store", hint=hint or "run `variantlab lock sync`")
-    found = verified_sha256(blob, force=force)
+    found = verified_sha256(paths, force=force)
     if found != sha256:
-        raise IntegrityError(what, sha256, found, hint="the file changed on disk; `variantlab lock sync` fetches it again, "
-                             "or `variantlab lock rollback` pins another")
-    return blob
-
-
-def _cache_path() -> Path:
-    return config.home() / "cache" / "verified.json"
-
-
-def verified_sha256(blob: Path, *, force: bool = False) -> str:
-    """The blob's sha256, re-hashed only when its size or mtime changed since the last hash (or ``force``)."""
-    stat = blob.stat()
-    key, stamp = str(blob), [stat.st_size, stat.st_mtime_ns]
-    cache_file = _cache_path()
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    entry = cache.get(key)
-    if not force and entry and entry[:2] == stamp:
-        return str(entry[2])
-    digest = sha256_file(blob)
-    cache[key] = [*stamp, digest]
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cache_file, json.dumps(cache))
-    return digest
+        raise IntegrityError(f"{what} ({paths[0]})", sha256, found,
+                             hint="the file changed on disk; `variantlab lock sync` fetches it again, "
+                                  "or `variantlab lock rollback` pins another")
+    return paths[0]
 
 
 def resolve_for_use(ref: str, *, store: Store | None = None, verify_hash: bool = False,
@@ -308,7 +309,7 @@ def resolve_for_use(ref: str, *, store: Store | None = None, verify_hash: bool =
     state = read_lock(path) if path else LockState(0, {})
     pin = state.roles.get(ref) or next((p for p in state.roles.values() if p.model == ref), None)
     if pin is None:
-        return store.resolve(ref)
+        return store.resolve(ref, verify_hash=verify_hash)
     role = ref if ref in state.roles else next(r for r, p in state.roles.items() if p is pin)
     blob = _verify_blob(store, pin.sha256, f"role {role!r} pinned to {pin.model} in {path}", force=verify_hash)
     manifest = Manifest(name=pin.model, source=pin.source, file_name=pin.file_name, size=pin.size, sha256=pin.sha256,
@@ -356,7 +357,7 @@ def _sync_locked(path: Path, store: Store, progress: ProgressFn, fetched: list[s
             raise LockError(f"role {check.role!r}: {pin.model} was made locally ({pin.source}) and cannot be fetched",
                             hint="make it again with the same command, or `variantlab lock rollback` the role")
         blob = store.blob_path(pin.sha256)
-        if blob.exists():  # damaged: move the bad bytes aside so the fetch writes a fresh blob
+        if blob.exists():  # a damaged blob of ours (a file registered in place is never touched): make way for a fresh one
             blob.chmod(0o644)
             blob.unlink()
         fetch(pin.fetch, store=store, name=pin.model, expected_sha256=pin.sha256, force=True, progress=progress)

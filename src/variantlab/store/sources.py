@@ -21,8 +21,9 @@ from .. import config
 from ..errors import IntegrityError, SourceError, UnknownModelError, UsageError, VariantlabError
 from ..files import ProgressFn, copy_hashing, no_progress, sha256_file
 from ..knowledge.models import BuiltinModel, builtin_models, builtin_names
+from ..modelfile import SPLIT_NAME, split_parts
 from .remote import parse_hf_spec
-from .store import Manifest, Store
+from .store import Manifest, Store, verified_sha256
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,20 @@ def fetch(
     name: str | None = None,
     expected_sha256: str | None = None,
     force: bool = False,
+    link: bool = False,
     progress: ProgressFn = no_progress,
 ) -> FetchResult:
-    """Bring a model into the store: a built-in name, ``file:PATH`` or ``hf:OWNER/REPO/FILE[@REV]``."""
+    """Bring a model into the store: a built-in name, ``file:PATH`` or ``hf:OWNER/REPO/FILE[@REV]``;
+    ``link`` registers a ``file:`` in place instead of copying it (see ``Store.register_in_place``)."""
     store = store or Store()
     if expected_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected_sha256):
         raise UsageError(f"--sha256 {expected_sha256!r} is not 64 hex digits")
+    if link and not spec.startswith("file:"):
+        raise UsageError(f"--link registers a local file in place; {spec!r} is not file:PATH",
+                         hint="give file:PATH, or drop --link to fetch a copy into the store")
+    if link:
+        path = Path(spec[5:]).expanduser()
+        return _link_file(store, path, name or _split_stem(path), expected_sha256, force, progress)
     if spec.startswith("file:"):
         path = Path(spec[5:]).expanduser()
         refetch = force or not _same_bytes_stored(store, name or path.stem, path, progress)
@@ -73,9 +82,30 @@ def _same_bytes_stored(store: Store, name: str, path: Path, progress: ProgressFn
 def _once(store: Store, name: str, force: bool, do_fetch: Any) -> FetchResult:
     """Skip the fetch when ``name`` is already stored with an intact blob."""
     existing = store.manifest(name)
-    if existing is not None and not force and store.blob_path(existing.sha256).is_file():
+    if existing is not None and not force and store.locate(existing.sha256) is not None:
         return FetchResult(existing, already_present=True)
     return FetchResult(do_fetch(name), already_present=False)
+
+
+def _link_file(store: Store, path: Path, name: str, expected: str | None, force: bool, progress: ProgressFn) -> FetchResult:
+    """Register ``path`` (all parts of a split file) in place under ``name``; already there when the
+    name has exactly these files, unchanged."""
+    if not path.is_file():
+        raise UsageError(f"file:{path} does not exist or is not a file")
+    parts = split_parts(path)
+    existing = store.manifest(name)
+    if existing is not None and not force and existing.external_paths == [p.absolute() for p in parts] \
+            and verified_sha256(parts) == existing.sha256:
+        return FetchResult(existing, already_present=True)
+    manifest = store.register_in_place(parts, name=name, source=f"file:{path.absolute()}", tool="file",
+                                       fetch=f"file:{path.absolute()}", expected_sha256=expected, progress=progress)
+    return FetchResult(manifest, already_present=False)
+
+
+def _split_stem(path: Path) -> str:
+    """A split file's name without its ``-00001-of-00003`` (the model's name), else the stem."""
+    match = SPLIT_NAME.match(path.name)
+    return match["stem"] if match else path.stem
 
 
 def _fetch_file(store: Store, path: Path, name: str, expected: str | None, progress: ProgressFn) -> Manifest:

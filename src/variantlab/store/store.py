@@ -4,6 +4,12 @@
       blobs/sha256/<hex>        the bytes, read-only, shared by every name that has them
       manifests/<name>.json     name, source, file name, size, sha256, file type, time added
       tmp/                      staging for fetches; never referenced by a manifest
+      cache/verified.json       sha256 of each file checked, keyed by its path, size, mtime and inode
+
+A model registered *in place* (``models scan --import``, ``fetch file:PATH --link``) has no blob:
+its manifest's ``external`` record names the file(s) another tool keeps (Ollama, LM Studio, the
+Hugging Face cache), with their size, mtime, device and inode when registered. Such a file is
+hashed again before use whenever it changed, and nothing in variantlab ever deletes it.
 
 Every model reference in variantlab resolves through ``Store.resolve``. A blob enters only
 through ``Store.commit``, after its hash and its GGUF header were checked, so a failed or
@@ -30,7 +36,7 @@ from urllib.parse import quote
 
 from .. import config
 from ..errors import IntegrityError, MissingFileError, ModelFileError, StoreError, SyntheticModelError, UnknownModelError
-from ..files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file
+from ..files import ProgressFn, atomic_write_text, move_into_place, no_progress, sha256_file, sha256_parts
 from ..knowledge.models import builtin_names
 from ..modelfile import read_model_file
 
@@ -64,9 +70,23 @@ class Manifest:
     revision: str | None = None
     lineage: dict[str, Any] | None = None  # for a file variantlab made: what from, how, with which llama.cpp
     synthetic: dict[str, Any] | None = None  # a twin: random weights with a real variant's shapes, and its origin
+    external: dict[str, Any] | None = None  # registered in place: paths, their stat when registered, tool, fetch
+
+    @property
+    def external_paths(self) -> list[Path]:
+        """The files of a model registered in place (the parts of a split file, first first); none for a blob."""
+        return [Path(p) for p in (self.external or {}).get("paths", [])]
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+    def to_file_dict(self) -> dict[str, object]:
+        """The manifest as stored: optional records left out when absent, so an older variantlab
+        sharing this store still reads every plain blob's manifest."""
+        return {k: v for k, v in self.to_dict().items() if v is not None or k not in _OPTIONAL_RECORDS}
+
+
+_OPTIONAL_RECORDS = ("lineage", "synthetic", "external")
 
 
 @dataclass(frozen=True)
@@ -170,17 +190,12 @@ class Store:
                 f"manifest {path} is unreadable: {exc}", hint="remove it and fetch the model again"
             ) from None
 
-    def resolve(self, ref: str) -> ResolvedModel:
-        """A store name or a file path → the file to open (store names win)."""
+    def resolve(self, ref: str, *, verify_hash: bool = False) -> ResolvedModel:
+        """A store name or a file path → the file to open (store names win). A model registered in
+        place is hashed again when its file changed since the last check (``verify_hash``: always)."""
         manifest = self.manifest(ref)
         if manifest is not None:
-            path = self.blob_path(manifest.sha256)
-            if not path.is_file():
-                raise StoreError(
-                    f"model {ref!r} is registered but its blob {manifest.sha256[:12]}… is missing",
-                    hint=f"run `variantlab models fetch {ref} --force`",
-                )
-            return ResolvedModel(path, manifest)
+            return ResolvedModel(self.model_file(manifest, verify_hash=verify_hash), manifest)
         if _looks_like_path(ref):
             path = Path(ref).expanduser()
             if not path.exists():
@@ -190,6 +205,39 @@ class Store:
             raise StoreError(f"model {ref!r} is not in the store yet", hint=f"run `variantlab models fetch {ref}`")
         known = [m.name for m in self.manifests()] + builtin_names()
         raise UnknownModelError(ref, difflib.get_close_matches(ref, known, n=3, cutoff=0.4))
+
+    def model_file(self, manifest: Manifest, *, verify_hash: bool = False) -> Path:
+        """The file to load for ``manifest``: its blob, or its file registered in place after checking
+        that it is there and still hashes to the manifest (re-hashed only when its stat changed)."""
+        if manifest.external is None:
+            path = self.blob_path(manifest.sha256)
+            if not path.is_file():
+                raise StoreError(f"model {manifest.name!r} is registered but its blob {manifest.sha256[:12]}… is missing",
+                                 hint=f"run `variantlab models fetch {manifest.name} --force`")
+            return path
+        paths = manifest.external_paths
+        gone = [p for p in paths if not p.is_file()]
+        if gone:
+            raise StoreError(f"model {manifest.name!r} is registered in place at {gone[0]}, and that file is gone",
+                             hint=f"put the file back, or `variantlab models rm {manifest.name}` and import it again")
+        found = verified_sha256(paths, force=verify_hash)
+        if found != manifest.sha256:
+            raise IntegrityError(f"model {manifest.name!r} ({paths[0]})", manifest.sha256, found,
+                                 hint="the file changed since it was registered in place; re-register it with "
+                                      f"`variantlab models fetch file:{paths[0]} --link --force --name {manifest.name}`")
+        return paths[0]
+
+    def locate(self, sha256: str) -> list[Path] | None:
+        """The file(s) holding ``sha256``: its blob, else a model registered in place with that hash
+        whose files are all present; None when the store has neither (pins and gc ask by hash)."""
+        blob = self.blob_path(sha256)
+        if blob.is_file():
+            return [blob]
+        found, _ = self.readable_manifests()
+        for m in found:
+            if m.sha256 == sha256 and m.external and all(p.is_file() for p in m.external_paths):
+                return m.external_paths
+        return None
 
     def _twin_at(self, path: Path) -> Manifest | None:
         """The twin's manifest when ``path`` is a twin's blob (named by path, it is still a twin)."""
@@ -290,12 +338,69 @@ class Store:
             size=blob.stat().st_size,
             sha256=digest,
             file_type=file_type,
-            added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            added_at=_now(),
             revision=revision,
             lineage=lineage,
             synthetic=synthetic,
         )
-        atomic_write_text(self.manifest_path(name), json.dumps(manifest.to_dict(), indent=2) + "\n")
+        return self._write_manifest(manifest)
+
+    def register_in_place(
+        self,
+        paths: list[Path],
+        *,
+        name: str,
+        source: str,
+        tool: str,
+        fetch: str | None = None,
+        expected_sha256: str | None = None,
+        revision: str | None = None,
+        progress: ProgressFn = no_progress,
+    ) -> Manifest:
+        """Register a model another tool keeps without copying it: hashed (and checked against
+        ``expected_sha256``, e.g. an Ollama blob's name), its header read, its stat recorded. A
+        single file is reflinked into the store instead where the filesystem makes that free."""
+        paths = [p.absolute() for p in paths]  # not resolved: a split file's parts are found by name beside the first
+        digest = verified_sha256(paths, force=True, progress=progress)
+        if expected_sha256 and digest != expected_sha256.lower():
+            raise IntegrityError(f"model {name!r} ({paths[0]})", expected_sha256.lower(), digest,
+                                 hint="the file is damaged or was replaced; nothing was registered")
+        info = read_model_file(paths[0])
+        if len(paths) == 1 and self._reflink_blob(paths[0], digest):
+            return self._write_manifest(Manifest(
+                name=name, source=source, file_name=paths[0].name, size=paths[0].stat().st_size, sha256=digest,
+                file_type=info.file_type, added_at=_now(), revision=revision, lineage={"reflink_of": str(paths[0])}))
+        stats = [p.stat() for p in paths]
+        external = {"tool": tool, "paths": [str(p) for p in paths], "fetch": fetch,
+                    "stat": [[st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino] for st in stats]}
+        return self._write_manifest(Manifest(
+            name=name, source=source, file_name=paths[0].name, size=sum(st.st_size for st in stats), sha256=digest,
+            file_type=info.file_type, added_at=_now(), revision=revision, external=external))
+
+    def _reflink_blob(self, path: Path, digest: str) -> bool:
+        """Make the blob a copy-on-write clone of ``path`` (btrfs, XFS): no extra disk, and the
+        tool's later writes never reach it. False where the filesystem cannot (ext4, another device)."""
+        blob = self.blob_path(digest)
+        if blob.is_file():
+            return True
+        with self.staging() as staged:
+            try:
+                with path.open("rb") as src, staged.open("wb") as dst:
+                    fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+            except OSError:
+                return False
+            staged.chmod(0o444)
+            move_into_place(staged, blob)
+        return True
+
+    def _write_manifest(self, manifest: Manifest) -> Manifest:
+        atomic_write_text(self.manifest_path(manifest.name), json.dumps(manifest.to_file_dict(), indent=2) + "\n")
+        return manifest
+
+    def remove_name(self, name: str) -> Manifest:
+        """Forget a name: its manifest goes; a blob is left to ``models gc``, a file registered in place is never touched."""
+        manifest = self._require(name)
+        self.manifest_path(name).unlink(missing_ok=True)
         return manifest
 
     # -- checking --------------------------------------------------------------------
@@ -305,13 +410,15 @@ class Store:
         targets = self.manifests() if not names else [self._require(n) for n in names]
         reports = []
         for m in targets:
-            blob = self.blob_path(m.sha256)
-            if not blob.is_file():
-                reports.append(VerifyReport(m.name, False, m.sha256, None, "blob missing"))
+            paths = m.external_paths or [self.blob_path(m.sha256)]
+            gone = [p for p in paths if not p.is_file()]
+            if gone:
+                missing = f"file missing: {gone[0]}" if m.external else "blob missing"
+                reports.append(VerifyReport(m.name, False, m.sha256, None, missing))
                 continue
-            found = sha256_file(blob, progress)
-            problem = None if found == m.sha256 else "bytes changed on disk"
-            reports.append(VerifyReport(m.name, problem is None, m.sha256, found, problem))
+            found = verified_sha256(paths, force=True, progress=progress)
+            changed = None if found == m.sha256 else "bytes changed on disk" + (f": {paths[0]}" if m.external else "")
+            reports.append(VerifyReport(m.name, changed is None, m.sha256, found, changed))
         return reports
 
     def _require(self, name: str) -> Manifest:
@@ -320,6 +427,38 @@ class Store:
             known = [m.name for m in self.manifests()]
             raise UnknownModelError(name, difflib.get_close_matches(name, known, n=3, cutoff=0.4))
         return manifest
+
+
+_FICLONE = 0x40049409  # linux/fs.h: FICLONE, a whole-file reflink
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _verified_cache() -> Path:
+    return config.home() / "cache" / "verified.json"
+
+
+def verified_sha256(paths: Path | list[Path], *, force: bool = False, progress: ProgressFn = no_progress) -> str:
+    """The sha256 of a file (or of a split file's parts in order), hashed again only when a part's
+    size, mtime or inode changed since the last hash, or ``force``: how every use checks its bytes cheaply."""
+    parts = [paths] if isinstance(paths, Path) else list(paths)
+    stamp = [[st.st_size, st.st_mtime_ns, st.st_ino] for st in (p.stat() for p in parts)]
+    key = "|".join(str(p) for p in parts)
+    cache_file = _verified_cache()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if not force and isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return str(entry["sha256"])
+    digest = sha256_parts(parts, progress)
+    cache[key] = {"stamp": stamp, "sha256": digest}
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache_file, json.dumps(cache))
+    return digest
 
 
 def _magic(path: Path) -> bytes:
