@@ -43,7 +43,7 @@ def _flip_a_byte(path: Path) -> None:
 
 
 def test_add_writes_a_readable_lock_and_a_history(project: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    assert cli("lock", "add", "chat", "a", "-m", "first pin").code == 0
+    assert cli("lock", "add", "chat", "a", "-m", "first pin", "--fingerprint", "none").code == 0
     data = tomllib.loads((project / "variantlab.lock").read_text())
     pin = data["roles"]["chat"]
     assert data["revision"] == 1 and pin["model"] == "a" and len(pin["sha256"]) == 64 and pin["size"] > 0
@@ -114,7 +114,7 @@ def test_bad_input_changes_nothing(project: Path, cli) -> None:  # type: ignore[
         assert path.read_bytes() == before
     path.write_text(before.decode().replace("revision = 1", "revision = = 1"))
     broken = path.read_bytes()
-    result = cli("lock", "add", "chat", "b")
+    result = cli("lock", "add", "chat", "b", "--fingerprint", "none")
     assert result.code == 2 and "not valid TOML" in result.err
     assert path.read_bytes() == broken  # the user's file is not overwritten
 
@@ -152,7 +152,7 @@ def test_a_draft_pinned_with_a_role_is_verified_synced_and_kept_by_gc(project: P
     assert checks == {"chat": True, "chat (draft)": True}
     plan = gc_lib.plan()
     assert {n for names in plan.remove.values() for n in names} == {"b"}  # the draft's blob is pinned too
-    refused = cli("lock", "add", "chat", "a", "--draft", "spare")
+    refused = cli("lock", "add", "chat", "a", "--draft", "spare", "--fingerprint", "none")
     assert refused.code == 2 and "not smaller than the target" in refused.err
     assert lock.read_lock(project / "variantlab.lock").roles["chat"].model == "spare"  # nothing changed
     _flip_a_byte(Store().blob_path(entry.after.draft["sha256"]))
@@ -192,7 +192,7 @@ def test_a_kill_at_any_point_leaves_lock_and_store_consistent(project: Path, ope
     longest = (time.monotonic() - t0) * 1.5
     for round_ in range(12):
         if operation == "add":
-            args = ["lock", "add", "chat", ["a", "spare"][round_ % 2], "-m", f"round {round_}"]
+            args = ["lock", "add", "chat", ["a", "spare"][round_ % 2], "-m", f"round {round_}", "--fingerprint", "none"]
         elif operation == "sync":
             pin = lock.read_lock(project / "variantlab.lock").roles["complete"]
             blob = Store().blob_path(pin.sha256)
@@ -216,7 +216,7 @@ def test_add_takes_what_models_fetch_takes(project: Path, tmp_path: Path, cli) -
     """Issue 16, defect 4: `lock add chat file:/path/to/a.gguf` said "no such file" for a file that exists.
     A file: spec (or a bare path) is fetched into the store, verified and pinned; so is an hf: spec."""
     new = write_tiny_model(tmp_path / "fresh-model.gguf", n_layers=5)
-    result = cli("lock", "add", "chat", f"file:{new}", "--json")
+    result = cli("lock", "add", "chat", f"file:{new}", "--json", "--fingerprint", "none")
     assert result.code == 0, result.err
     pin = lock.read_lock(project / "variantlab.lock").roles["chat"]
     stored = Store().manifest("fresh-model")
@@ -224,10 +224,10 @@ def test_add_takes_what_models_fetch_takes(project: Path, tmp_path: Path, cli) -
     assert Store().blob_path(pin.sha256).read_bytes() == new.read_bytes()
     # the same name made from other bytes later: the pin follows the file, not the old store entry
     write_tiny_model(new, n_layers=6)
-    assert cli("lock", "add", "complete", str(new)).code == 0
+    assert cli("lock", "add", "complete", str(new), "--fingerprint", "none").code == 0
     assert Store().blob_path(lock.read_lock(project / "variantlab.lock").roles["complete"].sha256).read_bytes() \
         == new.read_bytes()
-    missing = cli("lock", "add", "infill", f"file:{tmp_path / 'nope.gguf'}")
+    missing = cli("lock", "add", "infill", f"file:{tmp_path / 'nope.gguf'}", "--fingerprint", "none")
     assert missing.code == 2 and "does not exist" in missing.err
     assert "infill" not in lock.read_lock(project / "variantlab.lock").roles
 
@@ -243,7 +243,7 @@ def test_add_fetches_an_hf_spec_from_the_hub(project: Path, tmp_path: Path,  # t
     with serve_hub({"someone/tiny-coder-GGUF": repo}) as endpoint:
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-        result = cli("lock", "add", "chat", "hf:someone/tiny-coder-GGUF/tiny-coder.Q8_0.gguf")
+        result = cli("lock", "add", "chat", "hf:someone/tiny-coder-GGUF/tiny-coder.Q8_0.gguf", "--fingerprint", "none")
     assert result.code == 0, result.err
     pin = lock.read_lock(project / "variantlab.lock").roles["chat"]
     assert Store().blob_path(pin.sha256).read_bytes() == served.read_bytes()

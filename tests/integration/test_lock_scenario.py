@@ -21,7 +21,7 @@ def test_pin_evaluate_pin_evaluate_rollback(cli, default_model: str, smol_model:
     fetch(f"file:{smol_model}", name="smollm2-135m")  # B: a small general model, which scores lower
 
     def pin_and_score(model: str) -> float:
-        assert cli("lock", "add", "chat", model, "-m", f"try {model}").code == 0
+        assert cli("lock", "add", "chat", model, "-m", f"try {model}", "--fingerprint", "none").code == 0
         result = cli("eval", "chat", "--limit", "5", "--parallel", "5", "--max-tokens", "384", "--json")
         assert result.code == 0, result.err
         report = json.loads(result.out)

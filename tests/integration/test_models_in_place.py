@@ -58,7 +58,7 @@ def test_an_imported_model_is_used_in_place_and_refused_once_changed(tmp_path: P
     assert json.loads(bench.stdout)["model"] == NAME
     evaluated = vl("eval", NAME, "--limit", "1", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert vl("lock", "add", "chat", NAME).returncode == 0
+    assert vl("lock", "add", "chat", NAME, "--fingerprint", "outputs").returncode == 0
 
     with blob.open("r+b") as fh:  # one byte of the last tensor's data
         fh.seek(-5, os.SEEK_END)

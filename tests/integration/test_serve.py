@@ -36,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model: str, real_st
     exe = [sys.executable, "-m", "variantlab.cli.app"]
     source = real_store.resolve(default_model).path
     subprocess.run([*exe, "models", "fetch", f"file:{source}", "--name", default_model], env=env, check=True, capture_output=True)
-    subprocess.run([*exe, "lock", "add", "chat", default_model], env=env, check=True, capture_output=True)
+    subprocess.run([*exe, "lock", "add", "chat", default_model, "--fingerprint", "none"], env=env, check=True, capture_output=True)
     proc, base = _start_serve(home, "chat", "--parallel", "2", "--ctx", "2048", "--max-tokens-cap", "256", env=env)
     yield base
     os.killpg(proc.pid, signal.SIGTERM)

@@ -59,7 +59,7 @@ def test_a_draft_pinned_with_a_role_is_served_with_it(tmp_path: Path, coder_pair
     exe = [sys.executable, "-m", "variantlab.cli.app"]
     for path, name in zip(coder_pair, (TARGET, DRAFT)):
         subprocess.run([*exe, "models", "fetch", f"file:{path}", "--name", name], env=env, check=True, capture_output=True)
-    added = subprocess.run([*exe, "lock", "add", "chat", TARGET, "--draft", DRAFT], env=env, capture_output=True, text=True)
+    added = subprocess.run([*exe, "lock", "add", "chat", TARGET, "--draft", DRAFT, "--fingerprint", "none"], env=env, capture_output=True, text=True)
     assert added.returncode == 0 and f"draft {DRAFT}" in added.stdout, added.stderr
     lock = (home / "variantlab.lock").read_text()
     assert "[roles.chat.draft]" in lock and "1d9614638d18024d" in lock  # the draft's own pin, by sha256

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
+from .. import consistency
 from .. import lock as lock_lib
+from ..errors import UsageError
 from ..lock.pins import default_lock_path, headline_results
 from ..results import ResultsDB
 from .output import human_bytes, print_json, progress_bars, stdout_console
@@ -39,10 +43,15 @@ def add(role: Annotated[str, typer.Argument(help="chat, complete, infill, … (y
                                                    "file:PATH, hf:OWNER/REPO/FILE.gguf[@REV]); fetched first if missing.")],
         message: MessageOpt = "", lockfile: LockOpt = None, json_out: JsonOpt = False,
         draft: Annotated[Optional[str], typer.Option(help="A smaller model of the same tokenizer, pinned with MODEL as its "
-                                                         "draft for speculative decoding (serve/eval/bench use it for the role).")] = None) -> None:
-    """Pin ROLE to MODEL (fetching it into the store if need be, hashing it first), recording the change and the results behind it."""
-    with progress_bars() as progress:
-        entry = lock_lib.add(role, model, message=message, lock_path=lockfile, progress=progress, draft=draft)
+                                                         "draft for speculative decoding (serve/eval/bench use it for the role).")] = None,
+        fingerprint: Annotated[str, typer.Option(help="full: record the behaviour fingerprint `lock check` compares with (greedy outputs, "
+                                                      "quick pass@1, speed; about a minute for a small model); outputs: the greedy outputs only; none.")] = "full") -> None:
+    """Pin ROLE to MODEL (fetching it into the store if need be, hashing it first), recording the change, the results behind it and its behaviour fingerprint."""
+    if fingerprint not in ("full", "outputs", "none"):
+        raise UsageError(f"--fingerprint {fingerprint!r} is not known", hint="use full, outputs or none")
+    with progress_bars("fingerprint") as progress:
+        hook = consistency.fingerprint_for_add(figures=fingerprint == "full", progress=progress) if fingerprint != "none" else None
+        entry = lock_lib.add(role, model, message=message, lock_path=lockfile, progress=progress, draft=draft, fingerprint=hook)
     if json_out:
         print_json({"revision": entry.revision, "role": role, "before": _pin_row(entry.before), "after": _pin_row(entry.after)})
         return
@@ -144,3 +153,47 @@ def sync(lockfile: LockOpt = None, json_out: JsonOpt = False) -> None:
         print_json({"fetched": fetched})
     else:
         stdout_console().print(f"fetched: {', '.join(fetched)}" if fetched else "every pinned model is present and intact")
+
+
+@app.command(name="fingerprint")
+def fingerprint_cmd(role: Annotated[str, typer.Argument(help="A pinned role.")],
+                    kind: Annotated[Optional[str], typer.Option(help="The prompt set: chat, complete or infill (default: from the role's name).")] = None,
+                    outputs_only: Annotated[bool, typer.Option("--outputs-only", help="Only the greedy outputs, not the quick pass@1 and speed.")] = False,
+                    lockfile: LockOpt = None, json_out: JsonOpt = False) -> None:
+    """Record ROLE's behaviour fingerprint now (greedy outputs of fixed prompts, quick pass@1, speed), as a change in the history."""
+    with progress_bars("fingerprint") as progress:
+        found = consistency.record(role, kind=kind, figures=not outputs_only, lock_path=lockfile, progress=progress)
+    if json_out:
+        print_json(found)
+        return
+    quick = found.get("quick", {})
+    speed = found.get("speed", {})
+    stdout_console().print(f"{role}: {len(found['outputs'])} {found['set']} prompts fingerprinted with {found['engine']}"
+                           + (f"; pass@1 {quick['pass_at_1']:.3f}" if quick else "")
+                           + (f"; {speed['gen_tokens_per_s']:.1f} tokens/s" if speed else ""))
+
+
+@app.command(name="check")
+def check_cmd(roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to check (default: every pinned role).")] = None,
+              against: Annotated[Optional[int], typer.Option("--against", help="Compare with the role's pin at this revision "
+                                                                                 "(both blobs in the store, measured now), plus their KL-divergence.")] = None,
+              fmt: Annotated[str, typer.Option("--format", help="text, json, junit or markdown.")] = "text",
+              output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (stdout: a one-line verdict).")] = None,
+              lockfile: LockOpt = None) -> None:
+    """Measure each pin again with today's engine and compare with its fingerprint: exit 0 within the lockfile's [check] thresholds, 1 on a regression."""
+    renderers = {"json": lambda r: json.dumps(r.to_dict(), indent=2) + "\n", "junit": consistency.to_junit,
+                 "markdown": consistency.to_markdown, "text": lambda r: "\n".join(line for v in r.roles for line in consistency.summary_lines(v)) + "\n"}
+    if fmt not in renderers:
+        raise UsageError(f"--format {fmt!r} is not known", hint="use text, json, junit or markdown")
+    with progress_bars("fingerprint") as progress:
+        report = consistency.check(roles or None, against=against, lock_path=lockfile, progress=progress)
+    text = renderers[fmt](report)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        stdout_console().print(f"lock check: {'pass' if report.ok else 'REGRESSION'}; report in {output}")
+    elif fmt == "text":
+        stdout_console().print(text, end="", highlight=False, markup=False)
+    else:
+        sys.stdout.write(text)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -6,7 +6,22 @@ the removal of blobs nothing refers to.
 """
 
 from .lockfile import LOCK_NAME, HistoryEntry, LockState, Pin, find_lockfile, read_lock
-from .pins import add, diff, history, remove, resolve_draft_for_use, resolve_for_use, rollback, state_at, sync, verify
+from .pins import (
+                   FingerprintFn,
+                   add,
+                   default_lock_path,
+                   diff,
+                   history,
+                   pinned_file,
+                   remove,
+                   resolve_draft_for_use,
+                   resolve_for_use,
+                   rollback,
+                   set_fingerprint,
+                   state_at,
+                   sync,
+                   verify,
+)
 
-__all__ = ["LOCK_NAME", "HistoryEntry", "LockState", "Pin", "add", "diff", "find_lockfile", "history", "read_lock",
-           "remove", "resolve_draft_for_use", "resolve_for_use", "rollback", "state_at", "sync", "verify"]
+__all__ = ["LOCK_NAME", "FingerprintFn", "HistoryEntry", "LockState", "Pin", "add", "default_lock_path", "diff", "find_lockfile", "history",
+           "pinned_file", "read_lock", "remove", "set_fingerprint", "resolve_draft_for_use", "resolve_for_use", "rollback", "state_at", "sync", "verify"]

@@ -44,6 +44,7 @@ class Pin:
     revision: str | None = None
     results: dict[str, Any] = field(default_factory=dict)  # run ids and headline figures at pin time
     draft: dict[str, Any] | None = None  # the draft model for speculative decoding: its own pin's fields
+    fingerprint: dict[str, Any] | None = None  # greedy outputs and quick figures at pin time (variantlab.consistency)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -65,6 +66,7 @@ class Pin:
 class LockState:
     revision: int
     roles: dict[str, Pin]
+    check: dict[str, Any] = field(default_factory=dict)  # `[check]`: the thresholds of `lock check`, kept as written
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,18 @@ def read_lock(lock_path: Path) -> LockState:
     roles = data.get("roles", {})
     if not isinstance(roles, dict) or not all(isinstance(v, dict) for v in roles.values()):
         raise LockError(f"{lock_path}: [roles] must be tables, one per role")
-    return LockState(int(data.get("revision", 0)), {r: Pin.from_dict(r, v) for r, v in sorted(roles.items())})
+    check = data.get("check", {})
+    if not isinstance(check, dict):
+        raise LockError(f"{lock_path}: [check] must be a table of thresholds", hint="see `variantlab lock check --help`")
+    return LockState(int(data.get("revision", 0)), {r: Pin.from_dict(r, v) for r, v in sorted(roles.items())}, check)
 
 
 def write_lock(lock_path: Path, state: LockState) -> None:
     """Replace the lockfile atomically (a reader sees the old or the new file, never half of one)."""
-    body = {"version": FORMAT_VERSION, "revision": state.revision,
-            "roles": {r: p.to_dict() for r, p in sorted(state.roles.items())}}
+    body: dict[str, Any] = {"version": FORMAT_VERSION, "revision": state.revision}
+    if state.check:
+        body["check"] = state.check
+    body["roles"] = {r: p.to_dict() for r, p in sorted(state.roles.items())}
     atomic_write_text(lock_path, HEADER + tomli_w.dumps(body))
 
 

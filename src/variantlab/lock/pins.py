@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..results import ResultsDB
 from ..store import Manifest, ResolvedModel, Store, builtin_models, fetch, verified_sha256
 from .lockfile import LOCK_NAME, HistoryEntry, LockState, Pin, append_history, find_lockfile, locked, read_history, read_lock, write_lock
 
+FingerprintFn = Callable[[str, Path, str], dict[str, Any]]  # (role, model file, its sha256) → the fingerprint to pin with it
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
@@ -97,17 +99,20 @@ def _change(lock_path: Path, role: str, action: str, after: Pin | None, message:
     else:
         roles[role] = after
     append_history(lock_path, entry)
-    write_lock(lock_path, LockState(entry.revision, roles))
+    write_lock(lock_path, LockState(entry.revision, roles, state.check))
     _register(lock_path)
     return entry
 
 
 def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None, store: Store | None = None,
-        db: ResultsDB | None = None, progress: ProgressFn = no_progress, draft: str | None = None) -> HistoryEntry:
+        db: ResultsDB | None = None, progress: ProgressFn = no_progress, draft: str | None = None,
+        fingerprint: FingerprintFn | None = None) -> HistoryEntry:
     """Pin ``role`` to ``ref``: a stored name, or anything ``models fetch`` takes (a built-in name,
     ``file:PATH``, ``hf:…``; a bare path is read as ``file:``), fetched into the store first when it is
     not there. Its bytes are hashed first: the pin is what is on disk. ``draft`` pins a draft model
-    for speculative decoding with it, checked against the target (tokenizer, size) the same way."""
+    for speculative decoding with it, checked against the target (tokenizer, size) the same way.
+    ``fingerprint`` (variantlab.consistency's, passed in by the layer above) records the model's
+    behaviour with the pin; it runs before the locks are taken, so a slow one blocks nobody."""
     _check_role(role)
     store = store or Store()
     manifest = _pinnable(role, ref, store, progress)
@@ -116,13 +121,32 @@ def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None
         target_file = store.model_file(manifest)
         check_draft(target_file, store.model_file(draft_manifest), draft_manifest.name,
                     FitRequest(ctx=min(4096, read_model_file(target_file).context_length or 4096)))
+    recorded = fingerprint(role, store.model_file(manifest), manifest.sha256) if fingerprint else None
     path = default_lock_path(lock_path)
     with store.locked(), locked(path), (db or ResultsDB()) as results:
-        pin = pin_for(manifest, results)
+        pin = replace(pin_for(manifest, results), fingerprint=recorded)
         if draft_manifest is not None:
             pin = replace(pin, draft=pin_for(draft_manifest, results).to_dict())
         what = f"pin {manifest.name}" + (f" with draft {draft_manifest.name}" if draft_manifest else "")
         return _change(path, role, "add", pin, message or what)
+
+
+def set_fingerprint(role: str, sha256: str, fingerprint: dict[str, Any], *, message: str = "",
+                    lock_path: Path | None = None) -> HistoryEntry:
+    """Record ``fingerprint`` with ``role``'s pin, as a change of its own in the history; refused when
+    the role was re-pinned (to other bytes than ``sha256``) while the fingerprint was being made."""
+    path = default_lock_path(lock_path)
+    with locked(path):
+        pin = read_lock(path).roles.get(role)
+        if pin is None or pin.sha256 != sha256:
+            raise LockError(f"role {role!r} was re-pinned or removed while its fingerprint was made",
+                            hint=f"run `variantlab lock fingerprint {role}` again")
+        return _change(path, role, "fingerprint", replace(pin, fingerprint=fingerprint), message or f"fingerprint of {pin.model}")
+
+
+def pinned_file(role: str, pin: Pin, lock_path: Path, *, store: Store | None = None, force: bool = False) -> Path:
+    """The file holding ``pin``'s bytes (a blob, or a file registered in place), checked by hash."""
+    return _verify_blob(store or Store(), pin.sha256, f"role {role!r} pinned to {pin.model} in {lock_path}", force=force)
 
 
 def _pinnable(what: str, ref: str, store: Store, progress: ProgressFn) -> Manifest:
