@@ -55,16 +55,25 @@ class Thresholds:
     @classmethod
     def from_table(cls, table: dict[str, Any], where: str) -> Thresholds:
         """The thresholds a lockfile sets; an unknown key or a value out of range is refused, naming it."""
-        known = {f.name: f for f in fields(cls)}
+        known = [f.name for f in fields(cls)]
         for key, value in table.items():
             if key not in known:
                 raise LockError(f"{where}: [check] has no threshold {key!r}", hint=f"use {', '.join(known)}")
-            ok = isinstance(value, int) and value >= 0 if key == "max_changed_prompts" else (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= (1 if key != "max_kld" else 100))
-            if not ok:
+            if not _in_range(key, value):
                 raise LockError(f"{where}: [check] {key} = {value!r} is out of range",
                                 hint="max_changed_prompts: a whole number ≥ 0; alpha and max_speed_drop: 0 to 1; max_kld: nats ≥ 0")
         return cls(**table)
+
+
+_LARGEST = {"alpha": 1.0, "max_speed_drop": 1.0, "max_kld": 100.0}  # the fractions and nats a threshold may take
+
+
+def _in_range(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if key == "max_changed_prompts":
+        return isinstance(value, int) and value >= 0
+    return isinstance(value, (int, float)) and 0 <= value <= _LARGEST[key]
 
 
 def mcnemar_exact(only_before: int, only_now: int) -> float:
@@ -281,7 +290,7 @@ def check(roles: list[str] | None = None, *, against: int | None = None, lock_pa
     earlier = state_at(path, against) if against is not None else {}
     plans = {role: _plan(role, pin, path, against, earlier, store) for role, pin in pins.items()}  # all bad input first
     with ResultsDB() as db:
-        verdicts = [_check_role(role, pins[role], plans[role], thresholds, store, db, progress) for role in chosen]
+        verdicts = [_check_role(role, pins[role], plans[role], thresholds, db, progress) for role in chosen]
     return CheckReport(str(path), thresholds, verdicts)
 
 
@@ -333,8 +342,7 @@ def parse_fingerprint(data: dict[str, Any], where: str) -> dict[str, Any]:
     return data
 
 
-def _check_role(role: str, pin: Pin, plan: _Plan, thresholds: Thresholds, store: Store, db: ResultsDB,
-                progress: ProgressFn) -> RoleVerdict:
+def _check_role(role: str, pin: Pin, plan: _Plan, thresholds: Thresholds, db: ResultsDB, progress: ProgressFn) -> RoleVerdict:
     current = plan.current_file
     if plan.recorded is not None:
         before = plan.recorded
