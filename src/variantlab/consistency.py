@@ -31,6 +31,7 @@ from .eval.kld import KldPlan, evaluate_kld
 from .files import ProgressFn, no_progress
 from .knowledge import load_data
 from .lock import FingerprintFn, Pin, default_lock_path, pinned_file, read_lock, set_fingerprint, state_at
+from .lock.pins import headline_results
 from .modelfile import read_model_file
 from .results import ResultsDB
 from .store import Store
@@ -174,18 +175,10 @@ def make_fingerprint(path: Path, sha256: str, kind: str, *, figures: bool = True
         with ResultsDB() if db is None else contextlib.nullcontext(db) as results:
             found["quick"] = quick_accuracy(path, kind, db=results, progress=progress)
             found["speed"] = generation_speed(path, db=results, progress=progress)
-            kld = _recorded_kld(results, sha256)
-            if kld:
-                found["kld"] = kld
+            recorded = headline_results(results, sha256)  # the file's latest KLD, a figure kept, not re-run
+            if "kld mean_kld" in recorded:
+                found["kld"] = {"run": recorded["kld run"], "mean_kld": recorded["kld mean_kld"]}
     return found
-
-
-def _recorded_kld(db: ResultsDB, sha256: str) -> dict[str, Any] | None:
-    """The latest KL-divergence measured for this file, with its reference: a figure kept, not re-run."""
-    for run in db.runs(model_sha256=sha256, limit=200):  # newest first
-        if (run.suite or run.kind) == "kld" and run.status == "ok" and "mean_kld" in run.metrics:
-            return {"run": run.id, "mean_kld": run.metrics["mean_kld"].median, "reference": run.settings.get("reference")}
-    return None
 
 
 def fingerprint_for_add(figures: bool = True, progress: ProgressFn = no_progress) -> FingerprintFn:

@@ -117,11 +117,11 @@ def add(role: str, ref: str, *, message: str = "", lock_path: Path | None = None
     store = store or Store()
     manifest = _pinnable(role, ref, store, progress)
     draft_manifest = _pinnable(f"{role} (draft)", draft, store, progress) if draft else None
+    target_file = store.model_file(manifest)
     if draft_manifest is not None:
-        target_file = store.model_file(manifest)
         check_draft(target_file, store.model_file(draft_manifest), draft_manifest.name,
                     FitRequest(ctx=min(4096, read_model_file(target_file).context_length or 4096)))
-    recorded = fingerprint(role, store.model_file(manifest), manifest.sha256) if fingerprint else None
+    recorded = fingerprint(role, target_file, manifest.sha256) if fingerprint else None
     path = default_lock_path(lock_path)
     with store.locked(), locked(path), (db or ResultsDB()) as results:
         pin = replace(pin_for(manifest, results), fingerprint=recorded)
