@@ -108,6 +108,7 @@ class BenchResult:
     note: str | None = None
     twin_of: str | None = None  # measured on a twin (random weights) of this variant
     speculation: dict[str, Any] | None = None  # --lookup / --draft: the code prompt's speeds with and without, and the counts
+    node: str | None = None  # bench --cluster: the node that measured it (host, address, Ray node id)
 
     @property
     def ok(self) -> bool:

@@ -13,7 +13,8 @@
     ├── EngineError           (RuntimeError)      llama.cpp refused a model or failed to decode
     │   └── RequestRefused                        one request the engine cannot run (with a code)
     ├── EngineCrashed         (RuntimeError)      the engine's child process died
-    └── SandboxError          (RuntimeError)      the sandbox cannot be trusted here (canary gate failed)
+    ├── SandboxError          (RuntimeError)      the sandbox cannot be trusted here (canary gate failed)
+    └── ClusterError          (ConnectionError)   a Ray cluster that cannot be joined, lacks slots, or lost a unit
 
 Each inherits the matching builtin so callers that only know Python's own
 exceptions still catch them. The message always names the bad value; ``hint``
@@ -121,3 +122,7 @@ class EngineCrashed(VariantlabError, RuntimeError):
 
 class SandboxError(VariantlabError, RuntimeError):
     """The sandbox cannot be trusted on this machine (the canary gate failed), so nothing is scored."""
+
+
+class ClusterError(VariantlabError, ConnectionError):
+    """A Ray cluster that cannot be joined, has no node able to take the work, or could not finish a unit."""

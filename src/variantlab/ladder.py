@@ -114,6 +114,8 @@ class LadderRow:
     gen_tokens_per_s_at_depth: float | None = None
     accuracy_note: str = ""
     speculation: str | None = None  # a measured speed-up with speculative decoding (bench --lookup/--draft), its own figure
+    node: str = ""  # ladder --cluster: the node that measured this rung (host, address, Ray node id)
+    machine: str = ""  # ladder --cluster: its kind of machine (speed compares only within one)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LadderRow:

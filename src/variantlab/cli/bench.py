@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from ..bench import BenchPlan, BenchResult, bench_models
+from ..cluster import ClusterPlan, cluster_bench
 from ..engine import EngineSettings
 from ..errors import UsageError
 from ..twin import measure_twins
@@ -34,6 +35,7 @@ def bench(
     lookup: Annotated[bool, typer.Option("--lookup", help="Also time greedy generation of a code prompt with and without prompt-lookup speculation.")] = False,
     draft: Annotated[Optional[str], typer.Option(help="Also time greedy generation of a code prompt with and without this draft model guessing.")] = None,
     mem: Annotated[Optional[float], typer.Option(help="With --draft: GiB the model and its draft must fit in (default: the RAM available now).")] = None,
+    cluster: Annotated[Optional[str], typer.Option(help="Fan the work out over a Ray cluster: auto ($RAY_ADDRESS, else the one started here) or HOST:PORT (needs the extra: pip install 'variantlab[cluster]').")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout: an object for one model, a list for several.")] = False,
 ) -> None:
     """Measure each model as llama-bench does, plus load time, time to first token and peak memory.
@@ -51,7 +53,12 @@ def bench(
         raise UsageError("a twin has random weights: its guesses are never right, so speculation cannot be timed on it",
                          hint="bench the real file with --lookup/--draft")
     with progress_bars() as progress:
-        if twin:
+        if cluster is not None:
+            if twin:
+                raise UsageError("bench --cluster ships real files; twins are measured on the cluster by `ladder --twin --cluster`",
+                                 hint="drop --twin, or use ladder MODEL --twin --types ... --cluster")
+            results = cluster_bench(models, plan, ClusterPlan(cluster), progress=progress)
+        elif twin:
             results = [m.bench for m in measure_twins(models, plan, keep=keep, progress=progress) if m.bench]
         else:
             results = bench_models(models, plan, progress=progress, api_model=api_model, api_key=api_key, verify_hash=verify)
@@ -89,7 +96,7 @@ def render(results: list[BenchResult]) -> None:
                   "ceiling t/s", "of bandwidth", "peak RSS",
                   title=f"bench: {first.reps} reps, {first.threads} threads, ctx {first.ctx} (median ± stdev)")
     for r in ok:
-        table.add_row(f"[italic]{r.model}[/italic]" if r.twin_of else r.model, r.file_type or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
+        table.add_row(f"[italic]{r.model}[/italic]" if r.twin_of else r.model + (f" on {r.node}" if r.node else ""), r.file_type or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
                       _spread(r, "prompt_tokens_per_s", ".1f"), _spread(r, "gen_tokens_per_s", ".1f"),
                       f"{r.ceiling_tokens_per_s or 0:.1f}",
                       f"{r.bandwidth_fraction:.0%}" if r.bandwidth_fraction is not None else "-",

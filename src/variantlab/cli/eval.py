@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .. import config
+from ..cluster import ClusterPlan, cluster_eval
 from ..engine import EngineSettings
 from ..errors import UsageError
 from ..eval import EvalPlan, EvalReport, KldReport, Limits, RepoReport, SamplesReport, evaluate, score_samples
@@ -41,6 +43,7 @@ def eval_cmd(
     chunks: Annotated[Optional[int], typer.Option(help="--suite kld: at most this many chunks of the corpus.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the generated samples here (default: in the variantlab home).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Re-hash a locked model even if unchanged since its last check.")] = False,
+    cluster: Annotated[Optional[str], typer.Option(help="Fan the work out over a Ray cluster: auto ($RAY_ADDRESS, else the one started here) or HOST:PORT (needs the extra: pip install 'variantlab[cluster]').")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Measure what a model file gets right: HumanEval, infilling, or its drift from a reference."""
@@ -48,6 +51,9 @@ def eval_cmd(
     limits = Limits(timeout_s=timeout) if timeout is not None else (REPO_LIMITS if is_repo else Limits())
     max_tokens = max_tokens or (256 if is_repo else 512)
     report: EvalReport | SamplesReport | KldReport | RepoReport
+    if cluster is not None and (samples is not None or suite not in ("humaneval", "infill")):
+        raise UsageError(f"eval --cluster shards the humaneval and infill suites, not {'--samples' if samples else suite}",
+                         hint="run it without --cluster")
     with progress_bars() as progress:
         if samples is not None:
             if model is not None:
@@ -69,7 +75,10 @@ def eval_cmd(
                             max_tokens=max_tokens, parallel=parallel, limits=limits, samples_out=None if is_repo else target,
                             settings=EngineSettings(n_threads=threads), holes=holes, seed=seed,
                             kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), python=python, execute=run_tests, lookup=lookup, draft=draft)
-            report = evaluate(model, plan, progress=progress, verify_hash=verify)
+            if cluster is not None:
+                report = cluster_eval(model, replace(plan, samples_out=None), ClusterPlan(cluster), progress=progress)
+            else:
+                report = evaluate(model, plan, progress=progress, verify_hash=verify)
     warning = getattr(report, "sandbox_warning", None)
     if warning:
         stderr_console().print(f"warning: {warning}", markup=False, soft_wrap=True)

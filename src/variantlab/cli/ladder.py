@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
+from ..cluster import ClusterPlan, cluster_ladder, cluster_twin_ladder
 from ..ladder import LadderPlan, LadderResult, latest_ladder, run_ladder, run_twin_ladder
 from ..report import TABLE_HEADERS, TWIN_TABLE_HEADERS, table_rows, twin_table_rows, write_report
 from ..results import ResultsDB
@@ -23,6 +25,7 @@ def ladder(
     mem: Annotated[Optional[float], typer.Option(help="Memory budget in GiB (default: RAM available now).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
     twin: Annotated[bool, typer.Option("--twin", help="Measure every rung of a catalog model on twins (its tensors, random weights), one on disk at a time: memory, load, TTFT, speed at depth 0 and at --ctx; no accuracy.")] = False,
+    cluster: Annotated[Optional[str], typer.Option(help="Fan the work out over a Ray cluster: auto ($RAY_ADDRESS, else the one started here) or HOST:PORT (needs the extra: pip install 'variantlab[cluster]').")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="The whole table, picks and rules as JSON on stdout.")] = False,
 ) -> None:
     """Quantize MODEL to each rung, measure each (fit, bench, accuracy, KLD), print the variation table and the picks.
@@ -32,7 +35,11 @@ def ladder(
     """
     plan = LadderPlan(model, tuple(split_list(types)) if types else (), task, ctx, suite, gib_option_bytes(mem), threads)
     with progress_bars(steps="ladder") as progress:
-        result = run_twin_ladder(plan, progress=progress) if twin else run_ladder(plan, progress=progress)
+        if cluster is not None:
+            where = ClusterPlan(cluster)
+            result = cluster_twin_ladder(plan, where, progress=progress) if twin else cluster_ladder(plan, where, progress=progress)
+        else:
+            result = run_twin_ladder(plan, progress=progress) if twin else run_ladder(plan, progress=progress)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -50,6 +57,7 @@ def render(result: LadderResult) -> None:
     console = stdout_console(min_width=140)
     console.print(table)
     console.print(f"rungs: {'; '.join(sorted({r.lineage for r in result.rows}))}; KLD against {result.reference}")
+    _nodes(console, result)
     for tier, pick in result.picks.items():
         console.print(f"[bold]{tier}[/bold]: " + (f"{pick.file_type} ({pick.model}): {pick.reason}" if pick else "nothing fits"))
     console.print("rules:")
@@ -67,6 +75,7 @@ def render_twins(result: LadderResult) -> None:
     console.print(table)
     notes = sorted({r.accuracy_note for r in result.rows if r.accuracy_note})
     console.print("twins: each rung's header and tensor table with random weights; accuracy: " + "; ".join(notes))
+    _nodes(console, result)
     for tier, pick in result.picks.items():
         console.print(f"[bold]{tier}[/bold]: " + (f"{pick.file_type}: {pick.reason}" if pick else "nothing fits"))
     for entry in result.guide:
@@ -74,6 +83,13 @@ def render_twins(result: LadderResult) -> None:
     console.print("rules:")
     for rule in result.rules:
         console.print(f"  - {rule}")
+
+
+def _nodes(console: Console, result: LadderResult) -> None:
+    """A cluster ladder: which node (and kind of machine) measured each rung."""
+    if any(r.node for r in result.rows):
+        console.print("measured on: " + "; ".join(f"{r.file_type} {r.node} [{r.machine}]" for r in result.rows if r.node),
+                      markup=False)
 
 
 def report(

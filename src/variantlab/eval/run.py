@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import __version__
 from ..bench import engine_version
@@ -65,6 +65,7 @@ class EvalPlan:
     execute: bool = True
     lookup: bool = False  # prompt-lookup speculation: greedy output the same, in fewer passes
     draft: str | None = None  # a draft model for speculative decoding (a model reference)
+    only: tuple[str, ...] = ()  # just these task ids of the suite's selection: one shard of a cluster eval
 
     @property
     def speculate(self) -> str:
@@ -248,7 +249,30 @@ def _problems(plan: EvalPlan) -> list[he.Problem]:
         if plan.limit is not None and not 1 <= plan.limit <= len(tasks):
             raise UsageError(f"--limit {plan.limit} is out of range", hint=f"use 1 to {len(tasks)}")
         return tasks[: plan.limit] if plan.limit else tasks
-    return he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
+    problems = he.stratified(QUICK_PROBLEMS) if plan.subset == "quick" else he.select(plan.limit)
+    return _only(problems, plan.only, lambda p: p.task_id)
+
+
+def task_ids(plan: EvalPlan) -> list[str]:
+    """The task ids a plan scores, in order: what a cluster eval splits into shards."""
+    plan = plan.checked()
+    if plan.suite == "infill":
+        return [t.task_id for t in infill_tasks(plan.limit)]
+    return [p.task_id for p in _problems(plan)]
+
+
+T = TypeVar("T")
+
+
+def _only(items: list[T], only: tuple[str, ...], task_id: Callable[[T], str]) -> list[T]:
+    """The items of a shard (all of them when ``only`` is empty); an id the suite lacks is refused."""
+    if not only:
+        return items
+    by_id = {task_id(item): item for item in items}
+    missing = [t for t in only if t not in by_id]
+    if missing:
+        raise UsageError(f"task {missing[0]!r} is not in this suite's selection", hint="shard the ids task_ids() gives")
+    return [by_id[t] for t in only]
 
 
 def canary_programs(plan: EvalPlan, problems: Sequence[he.Problem]) -> tuple[list[Program], list[Program]]:
@@ -272,6 +296,8 @@ def _new_run(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan) -> Run:
                 "timeout_s": plan.limits.timeout_s, "memory_bytes": plan.limits.memory_bytes}
     if plan.suite_kind in ("tasks", "repo"):
         settings["source"] = plan.suite
+    if plan.only:
+        settings["shard"] = list(plan.only)
     return Run(kind="eval", model=resolved.label, backend="llama.cpp", settings=settings, hardware=machine_facts(),
                variantlab_version=__version__, model_sha256=resolved.manifest.sha256 if resolved.manifest else None,
                file_type=info.file_type, suite=plan.suite_kind, suite_version=suite_version,
@@ -292,7 +318,7 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
         settings = replace(settings, draft_model=str(draft.path))
     with EngineProcess(str(resolved.path), settings) as engine:
         if plan.suite == "infill":
-            tasks = infill_tasks(plan.limit)
+            tasks = _only(infill_tasks(plan.limit), plan.only, lambda t: t.task_id)
         else:
             specials = engine.call("special_tokens")
             tasks = chat_tasks(problems, style, info, specials["bos"], specials["eos"])

@@ -9,7 +9,7 @@ import hashlib
 import json
 import sqlite3
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,21 +137,33 @@ class ResultsDB:
 
     def record(self, run: Run) -> int:
         """Store a run and its metrics; return its id."""
+        return self.record_many([run])[0]
+
+    def record_many(self, runs: list[Run], then: Callable[[list[int]], Run] | None = None) -> list[int]:
+        """Store runs in one transaction (all or none: a unit of cluster work is recorded whole) and return
+        their ids; ``then`` makes one more run from those ids (a record that names them), stored with them."""
         with self.conn:
-            cur = self.conn.execute(
-                """INSERT INTO runs (kind, created_at, status, error, model, model_sha256, file_type, backend,
-                   engine_version, variantlab_version, settings, hardware, comparable_key, suite, suite_version,
-                   dataset_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (run.kind, run.created_at or _now(), run.status, run.error, run.model, run.model_sha256, run.file_type,
-                 run.backend, run.engine_version, run.variantlab_version, json.dumps(run.settings),
-                 json.dumps(run.hardware), run.comparable_key(), run.suite, run.suite_version, run.dataset_sha256),
-            )
-            run_id = int(cur.lastrowid or 0)
-            self.conn.executemany(
-                "INSERT INTO metrics (run_id, name, median, min, max, stdev, n, unit, samples) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(run_id, m.name, m.median, m.min, m.max, m.stdev, m.n, m.unit, json.dumps(list(m.samples)))
-                 for m in run.metrics.values()],
-            )
+            ids = [self._insert(run) for run in runs]
+            if then is not None:
+                self._insert(then(ids))
+            return ids
+
+    def _insert(self, run: Run) -> int:
+        """Insert one run and its metrics inside the caller's transaction."""
+        cur = self.conn.execute(
+            """INSERT INTO runs (kind, created_at, status, error, model, model_sha256, file_type, backend,
+               engine_version, variantlab_version, settings, hardware, comparable_key, suite, suite_version,
+               dataset_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+            (run.kind, run.created_at or _now(), run.status, run.error, run.model, run.model_sha256, run.file_type,
+             run.backend, run.engine_version, run.variantlab_version, json.dumps(run.settings),
+             json.dumps(run.hardware), run.comparable_key(), run.suite, run.suite_version, run.dataset_sha256),
+        )
+        run_id = int(cur.lastrowid or 0)
+        self.conn.executemany(
+            "INSERT INTO metrics (run_id, name, median, min, max, stdev, n, unit, samples) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(run_id, m.name, m.median, m.min, m.max, m.stdev, m.n, m.unit, json.dumps(list(m.samples)))
+             for m in run.metrics.values()],
+        )
         run.id = run_id
         return run_id
 
