@@ -79,3 +79,15 @@ def test_a_unit_is_recorded_whole_with_a_marker_that_names_its_runs(tmp_path: Pa
 def test_unit_keys_are_stable_and_tell_work_apart() -> None:
     assert unit_key("eval_shard", "sha", {"only": ["HumanEval/0"]}) == unit_key("eval_shard", "sha", {"only": ["HumanEval/0"]})
     assert unit_key("eval_shard", "sha", {"only": ["HumanEval/0"]}) != unit_key("eval_shard", "sha", {"only": ["HumanEval/1"]})
+
+
+def test_rungs_measured_on_different_machines_say_speed_compares_only_within_one() -> None:
+    from variantlab.cluster import _machine_rules
+    from variantlab.ladder import LadderRow
+
+    def row(machine: str) -> LadderRow:
+        return LadderRow("Q4_0", "m", 1, 1, True, 10.0, 0.5, 0.4, 0.6, 0.01, 1, 2, machine=machine)
+
+    assert _machine_rules([row("AMD EPYC, 2 cores"), row("AMD EPYC, 2 cores")]) == []
+    [rule] = _machine_rules([row("AMD EPYC, 2 cores"), row("Apple M2, 8 cores")])
+    assert "2 kinds of machine" in rule and "compare speed only between rows of one machine" in rule

@@ -40,8 +40,9 @@ from .eval.sandbox import isolation_warning, weakest_of
 from .files import ProgressFn, no_progress
 from .hardware import machine_facts, profile
 from .ladder import LadderPlan, LadderResult, LadderRow, choose, choose_twins, run_ladder, run_twin_ladder
+from .lock.pins import resolve_for_use
 from .results import Metric, ResultsDB, Run
-from .store import Manifest, Store, fetch
+from .store import Manifest, ResolvedModel, Store, fetch
 
 LOG = logging.getLogger(__name__)
 SLOT = "variantlab"  # the per-node resource each unit takes whole: one timed unit per node at a time
@@ -413,6 +414,15 @@ def record_unit(db: ResultsDB, unit: Unit, outcome: UnitOutcome) -> dict[int, in
     return {old.id: new for old, new in zip(outcome.runs, ids) if old.id is not None}
 
 
+def _stored(ref: str, store: Store) -> tuple[ResolvedModel, Manifest]:
+    """A model to send: a lock role or a store name (hash-checked as for local use); a bare path is refused."""
+    resolved = resolve_for_use(ref, store=store)
+    if resolved.manifest is None:
+        raise UsageError(f"{ref} is a path, not a model in the store",
+                         hint=f"run `variantlab models fetch file:{ref}` first: a cluster sends models by hash")
+    return resolved, resolved.manifest
+
+
 # -- ladder --------------------------------------------------------------------------------------
 
 def cluster_ladder(plan: LadderPlan, cluster: ClusterPlan, *, store: Store | None = None, db: ResultsDB | None = None,
@@ -421,13 +431,10 @@ def cluster_ladder(plan: LadderPlan, cluster: ClusterPlan, *, store: Store | Non
     plan = plan.checked()
     store = store or Store()
     ray = connect(cluster, plan.threads)
-    source = store.resolve(plan.source)
-    if source.manifest is None:
-        raise UsageError(f"{plan.source} is a path, not a model in the store",
-                         hint=f"run `variantlab models fetch file:{plan.source}` first: a cluster ships models by hash")
-    shipment = ship(ray, source.manifest, store)
-    units = [Unit(unit_key("ladder_rung", source.manifest.sha256, _plan_key(plan, t)), f"rung {t}", ladder_rung_unit,
-                  (replace(plan, types=(t,), source=source.manifest.name), shipment), plan.threads or 1)
+    source, manifest = _stored(plan.source, store)
+    shipment = ship(ray, manifest, store)
+    units = [Unit(unit_key("ladder_rung", manifest.sha256, _plan_key(plan, t)), f"rung {t}", ladder_rung_unit,
+                  (replace(plan, types=(t,), source=manifest.name), shipment), plan.threads or 1)
              for t in plan.types]
     return _ladder(ray, plan, units, cluster, db, progress, source.label, twin=False)
 
@@ -518,16 +525,14 @@ def cluster_eval(ref: str, plan: EvalPlan, cluster: ClusterPlan, *, store: Store
                          hint="run other suites (and --draft) without --cluster")
     store = store or Store()
     ray = connect(cluster, plan.settings.n_threads)
-    resolved = store.resolve(ref).refuse_twin("evaluated")
-    if resolved.manifest is None:
-        raise UsageError(f"{ref} is a path, not a model in the store",
-                         hint=f"run `variantlab models fetch file:{ref}` first: a cluster ships models by hash")
+    resolved, manifest = _stored(ref, store)
+    resolved.refuse_twin("evaluated")
     ids = task_ids(plan)
     count = max(1, min(len(ids), shards or 2 * slot_nodes(ray)))
     parts = [tuple(ids[i::count]) for i in range(count)]  # interleaved: long and short problems spread evenly
-    shipment = ship(ray, resolved.manifest, store)
+    shipment = ship(ray, manifest, store)
     shard_plan = replace(plan, samples_out=None)
-    units = [Unit(unit_key("eval_shard", resolved.manifest.sha256, asdict(replace(shard_plan, only=part))),
+    units = [Unit(unit_key("eval_shard", manifest.sha256, asdict(replace(shard_plan, only=part))),
                   f"shard {i + 1}/{count}", eval_shard_unit, (replace(shard_plan, only=part), shipment),
                   plan.settings.n_threads or 1) for i, part in enumerate(parts)]
     with ResultsDB() if db is None else contextlib.nullcontext(db) as results:
@@ -581,14 +586,9 @@ def cluster_bench(refs: list[str], plan: BenchPlan, cluster: ClusterPlan, *, sto
         raise UsageError("bench --cluster times plain decoding", hint="run --lookup/--draft benches without --cluster")
     store = store or Store()
     ray = connect(cluster, plan.settings.n_threads)
-    manifests = []
-    for ref in refs:
-        resolved = store.resolve(ref)
-        if resolved.manifest is None:
-            raise UsageError(f"{ref} is a path, not a model in the store",
-                             hint=f"run `variantlab models fetch file:{ref}` first: a cluster ships models by hash")
-        manifests.append(resolved.manifest)
-    units = [Unit(unit_key("bench", m.sha256, plan.recorded(), i), f"bench {m.name}", bench_unit, (plan, ship(ray, m, store)),
+    manifests = [_stored(ref, store)[1] for ref in refs]  # every name resolved before anything is sent
+    shipments = {m.sha256: ship(ray, m, store) for m in manifests}  # a model named twice is sent once
+    units = [Unit(unit_key("bench", m.sha256, plan.recorded(), i), f"bench {m.name}", bench_unit, (plan, shipments[m.sha256]),
                   plan.settings.n_threads or 1) for i, m in enumerate(manifests)]
     with ResultsDB() if db is None else contextlib.nullcontext(db) as results:
         run_units(ray, units, cluster, results, functools.partial(_record_unit_only, results), progress)
