@@ -34,14 +34,14 @@ from . import __version__
 from .bench import BenchPlan, BenchResult, bench_models
 from .errors import ClusterError, UsageError, VariantlabError
 from .eval import humaneval as he
-from .eval.reports import EvalReport
-from .eval.run import EvalPlan, evaluate, task_ids
+from .eval.reports import EvalReport, Scores
+from .eval.run import EvalPlan, evaluate, score_metrics, task_ids
 from .eval.sandbox import isolation_warning, weakest_of
 from .files import ProgressFn, no_progress
 from .hardware import machine_facts, profile
 from .ladder import LadderPlan, LadderResult, LadderRow, choose, choose_twins, run_ladder, run_twin_ladder
 from .lock.pins import resolve_for_use
-from .results import Metric, ResultsDB, Run
+from .results import ResultsDB, Run
 from .store import Manifest, ResolvedModel, Store, fetch
 
 LOG = logging.getLogger(__name__)
@@ -436,7 +436,7 @@ def cluster_ladder(plan: LadderPlan, cluster: ClusterPlan, *, store: Store | Non
     units = [Unit(unit_key("ladder_rung", manifest.sha256, _plan_key(plan, t)), f"rung {t}", ladder_rung_unit,
                   (replace(plan, types=(t,), source=manifest.name), shipment), plan.threads or 1)
              for t in plan.types]
-    return _ladder(ray, plan, units, cluster, db, progress, source.label, twin=False)
+    return _ladder(ray, plan, units, cluster, db, progress, source.label, manifest.sha256)
 
 
 def cluster_twin_ladder(plan: LadderPlan, cluster: ClusterPlan, *, db: ResultsDB | None = None,
@@ -446,7 +446,7 @@ def cluster_twin_ladder(plan: LadderPlan, cluster: ClusterPlan, *, db: ResultsDB
     ray = connect(cluster, plan.threads)
     units = [Unit(unit_key("twin_rung", _plan_key(plan, t)), f"twin {t}", twin_rung_unit, (replace(plan, types=(t,)),),
                   plan.threads or 1) for t in plan.types]
-    return _ladder(ray, plan, units, cluster, db, progress, plan.source, twin=True)
+    return _ladder(ray, plan, units, cluster, db, progress, plan.source, None)
 
 
 def _plan_key(plan: LadderPlan, rung: str) -> dict[str, Any]:
@@ -454,7 +454,8 @@ def _plan_key(plan: LadderPlan, rung: str) -> dict[str, Any]:
 
 
 def _ladder(ray: Any, plan: LadderPlan, units: list[Unit], cluster: ClusterPlan, db: ResultsDB | None,
-            progress: ProgressFn, source_label: str, twin: bool) -> LadderResult:
+            progress: ProgressFn, source_label: str, source_sha256: str | None) -> LadderResult:
+    twin = source_sha256 is None  # a twin ladder has no source file
     with ResultsDB() if db is None else contextlib.nullcontext(db) as results:
         def record(unit: Unit, outcome: UnitOutcome) -> None:
             row = LadderResult.from_dict(outcome.result).rows[0]
@@ -478,14 +479,9 @@ def _ladder(ray: Any, plan: LadderPlan, units: list[Unit], cluster: ClusterPlan,
         result = replace(result, rules=[*result.rules, *_machine_rules(ordered)])
         run = Run(kind="ladder", model=f"twin:{source_label}" if twin else source_label, backend="llama.cpp",
                   settings=result.to_dict(), hardware=machine_facts(), variantlab_version=__version__,
-                  model_sha256=None if twin else _source_sha(units), suite=plan.suite)
+                  model_sha256=source_sha256, suite=plan.suite)
         results.record(run)
         return replace(result, run_id=run.id)
-
-
-def _source_sha(units: list[Unit]) -> str | None:
-    shipment = next((a for a in units[0].args if isinstance(a, Shipment)), None)
-    return shipment.sha256 if shipment else None
 
 
 def _row_here(row: LadderRow, mapping: dict[int, int], facts: dict[str, Any]) -> LadderRow:
@@ -552,17 +548,13 @@ def _merged(shard_runs: list[Run], reports: list[dict[str, Any]], ids: list[str]
     first = shard_runs[0]
     settings = {k: v for k, v in first.settings.items() if k != "shard"}
     settings["cluster"] = {"shards": len(shard_runs), "nodes": sorted({_node_label(r.hardware.get("node", {})) for r in shard_runs})}
-    samples = sum(len(v) for v in by_task.values())
-    passed = sum(sum(v) for v in by_task.values())
-    pass_at_k = he.pass_at_k(by_task, (1, 10, 100))
-    metrics = {k: Metric.of(k, [v], "fraction") for k, v in pass_at_k.items()}
-    metrics["passed"] = Metric.of("passed", [passed], "samples")
-    metrics["samples"] = Metric.of("samples", [samples], "samples")
-    run = replace(first, id=None, created_at=None, settings={**settings, "sandbox_isolation": isolation}, metrics=metrics)
+    scores = Scores(he.pass_at_k(by_task, (1, 10, 100)), len(ids), sum(len(v) for v in by_task.values()),
+                    sum(sum(v) for v in by_task.values()), isolation, isolation_warning(isolation))
+    run = replace(first, id=None, created_at=None, settings={**settings, "sandbox_isolation": isolation},
+                  metrics=score_metrics(scores))
     db.record(run)
     head = reports[0]
-    return EvalReport(pass_at_k=pass_at_k, tasks=len(ids), samples=samples, passed=passed, sandbox_isolation=isolation,
-                      sandbox_warning=isolation_warning(isolation), model=head["model"], run_id=run.id,
+    return EvalReport(**vars(scores), model=head["model"], run_id=run.id,
                       model_sha256=run.model_sha256, file_type=run.file_type, suite=head["suite"],
                       suite_version=run.suite_version, dataset_sha256=run.dataset_sha256, prompt_style=head["prompt_style"],
                       temperature=head["temperature"], samples_per_task=head["samples_per_task"],

@@ -32,7 +32,7 @@ from . import humaneval as he
 from . import infill, repo, repo_suite
 from .generation import Batch, FimRequest, Generation
 from .reports import EvalReport, RepoReport
-from .run import EvalPlan, Task, _dataset_sha256, _metrics, _problems, _record_repo, _score, canary_programs, humaneval_tasks, infill_tasks
+from .run import EvalPlan, Task, _dataset_sha256, _problems, _record_repo, _score, canary_programs, humaneval_tasks, infill_tasks, score_metrics
 from .sandbox import canary_check, run_programs
 
 T = TypeVar("T")
@@ -145,7 +145,7 @@ def _remote_programs(endpoint: Endpoint, identity: dict[str, Any], plan: EvalPla
     run.suite, run.dataset_sha256 = plan.suite_kind, _dataset_sha256(plan)
     run.suite_version = infill.SUITE_VERSION if plan.suite == "infill" else he.SUITE_VERSION
     run.settings.update({"prompt_style": style, "sandbox_isolation": scores.sandbox_isolation})
-    run.metrics = _metrics(scores)
+    run.metrics = score_metrics(scores)
     with ResultsDB() if db is None else contextlib.nullcontext(db) as results_db:
         results_db.record(run)
     return EvalReport(**vars(scores), model=endpoint.label, run_id=run.id, suite=plan.suite, suite_version=run.suite_version,

@@ -209,7 +209,7 @@ def evaluate(ref: str, plan: EvalPlan, *, store: Store | None = None, db: Result
         scores, per_task = _score(completions, outcomes, len(outputs["tasks"]))
         run.settings["prompt_style"] = style
         run.settings["sandbox_isolation"] = scores.sandbox_isolation
-        run.metrics = _metrics(scores)
+        run.metrics = score_metrics(scores)
         results_db.record(run)
     if plan.samples_out:
         he.write_samples(plan.samples_out, ({"task_id": t.task_id, "completion": c, "passed": o.passed, "result": o.reason}
@@ -371,7 +371,8 @@ def _score(completions: list[tuple[Task, str, dict[str, Any]]], outcomes: list[O
             {tid: (v[0] if len(v) == 1 else v) for tid, v in per_task.items()})
 
 
-def _metrics(scores: Scores) -> dict[str, Metric]:
+def score_metrics(scores: Scores) -> dict[str, Metric]:
+    """The metrics an eval run records: pass@k, samples passed, samples (a cluster eval's merged run too)."""
     metrics = {k: Metric.of(k, [v], "fraction") for k, v in scores.pass_at_k.items()}
     metrics["passed"] = Metric.of("passed", [scores.passed], "samples")
     metrics["samples"] = Metric.of("samples", [scores.samples], "samples")
