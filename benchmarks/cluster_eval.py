@@ -86,6 +86,12 @@ def main() -> None:
     print(f"1 node (cluster path) / local: {med['1 node'] / med['local']:.3f} (goal <= 1.10)")
     same = outcomes["local"] == outcomes["1 node"] == outcomes["2 nodes"]
     print(f"per-task outcomes identical across the three: {same}")
+    for name in ("1 node", "2 nodes"):
+        differ = sorted(t for t in outcomes["local"].keys() | outcomes[name].keys()
+                        if outcomes["local"].get(t) != outcomes[name].get(t))
+        local, there = outcomes["local"], outcomes[name]
+        listed = ", ".join(f"{t}: {local.get(t)} -> {there.get(t)}" for t in differ)
+        print(f"tasks whose outcome differs, local against {name}: {len(differ)}" + (f" ({listed})" if differ else ""))
 
 
 if __name__ == "__main__":
