@@ -9,10 +9,9 @@ PY := $(VENV)/bin/python
 VL := $(VENV)/bin/variantlab
 DEFAULT_MODEL := qwen2.5-coder-0.5b-instruct:q4_k_m
 # llama-cpp-python builds llama.cpp from source; its multimodal library is not needed here.
-# Not -march=native: on these VMs the CPU reports AMX but the kernel does not grant its state, and
-# the native build's AMX kernels die on their first `ldtilecfg` (general protection fault, seen
-# 2026-12-02 with every model). AVX2/FMA/F16C/BMI2 run on any x86-64-v3 machine.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# Its CPU flags are those of llama.cpp's own tools (benchmarks/llama_cpp_tools.py says why they
+# are not -march=native: AMX on these VMs kills a native build).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF $(shell $(PYTHON) benchmarks/llama_cpp_tools.py cpu-flags)
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: run test check install model browser sandbox llama-server

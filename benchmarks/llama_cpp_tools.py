@@ -4,14 +4,21 @@ exact llama.cpp source that the installed llama-cpp-python vendors, for side-by-
 for an importance matrix).
 
 The sdist comes from PyPI through pip; the build lives in ~/.cache/variantlab, never in the
-repository. Same compiler flags as pip's build of the bindings: Release, GGML_NATIVE, OpenMP.
+repository. The CPU flags are the ones pip's build of the bindings gets (the Makefile reads
+them from here): Release, OpenMP, AVX2/FMA/F16C/BMI2, never -march=native. On these VMs the CPU
+reports AMX but the kernel does not grant its state, and a native build dies on its first AMX
+instruction (SIGILL or SIGSEGV: the bindings on 2026-12-02, llama-server in CI on 2026-12-05,
+after a native build made on one VM was reused on another). The build directory is named by
+the flags, so a build made with other flags is never reused.
 
-    python benchmarks/llama_cpp_tools.py        # build (minutes on 2 cores) and print the bin dir
-    python benchmarks/llama_cpp_tools.py server # llama-server alone: print its path
+    python benchmarks/llama_cpp_tools.py           # build (minutes on 2 cores) and print the bin dir
+    python benchmarks/llama_cpp_tools.py server    # llama-server alone: print its path
+    python benchmarks/llama_cpp_tools.py cpu-flags # the CPU flags, for the bindings' CMAKE_ARGS
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +26,12 @@ import tarfile
 from importlib.metadata import version
 from pathlib import Path
 
+# x86-64-v3: every x86 machine this project runs on has these; nothing newer is assumed.
+CPU_FLAGS = ("-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+             "-DGGML_BMI2=ON")
+BUILD_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+               "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_APP=OFF",
+               "-DLLAMA_BUILD_TOOLS=ON", *CPU_FLAGS)
 TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity", "llama-batched-bench", "llama-imatrix", "llama-server")
 
 
@@ -30,7 +43,8 @@ def ensure_tools(tools: tuple[str, ...] = TOOLS) -> Path:
     """The bin directory holding ``tools``, building them first if needed."""
     ver = version("llama-cpp-python")
     root = cache_dir() / f"llama.cpp-{ver}"
-    bin_dir = root / "build" / "bin"
+    build = root / f"build-{hashlib.sha256(' '.join(BUILD_FLAGS).encode()).hexdigest()[:12]}"
+    bin_dir = build / "bin"
     if all((bin_dir / t).exists() for t in tools):
         return bin_dir
     src = root / "src"
@@ -45,10 +59,7 @@ def ensure_tools(tools: tuple[str, ...] = TOOLS) -> Path:
             for m in members:
                 m.name = m.name[len(prefix):]
             tar.extractall(src, members=members, filter="data")
-    build = root / "build"
-    flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-             "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON"]
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *flags], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *BUILD_FLAGS], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *tools], check=True)
     return bin_dir
 
@@ -81,4 +92,7 @@ def start_server(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
 
 
 if __name__ == "__main__":
-    print(ensure_server() if sys.argv[1:] == ["server"] else ensure_tools())
+    if sys.argv[1:] == ["cpu-flags"]:
+        print(" ".join(CPU_FLAGS))
+    else:
+        print(ensure_server() if sys.argv[1:] == ["server"] else ensure_tools())
