@@ -35,7 +35,7 @@ from .bench import BenchPlan, BenchResult, bench_models
 from .errors import ClusterError, UsageError, VariantlabError
 from .eval import humaneval as he
 from .eval.reports import EvalReport, Scores
-from .eval.run import EvalPlan, evaluate, score_metrics, task_ids
+from .eval.run import EvalPlan, decode_groups, evaluate, score_metrics, task_ids
 from .eval.sandbox import isolation_warning, weakest_of
 from .files import ProgressFn, no_progress
 from .hardware import machine_facts, profile
@@ -176,11 +176,6 @@ def _require_slots(ray: Any, cpus: int) -> None:
         raise ClusterError(f"no node of the cluster has a {SLOT!r} slot and {cpus} CPU(s): {have}",
                            hint="start nodes with `ray start ... --resources '{\"variantlab\": 1}'`"
                                 + (f" and at least {cpus} CPUs, or ask for fewer --threads" if cpus > 1 else ""))
-
-
-def slot_nodes(ray: Any) -> int:
-    """How many live nodes can take a unit (what an eval is split by)."""
-    return sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get(SLOT, 0) >= 1)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -512,9 +507,10 @@ def _machine_rules(rows: list[LadderRow]) -> list[str]:
 # -- eval ------------------------------------------------------------------------------------------
 
 def cluster_eval(ref: str, plan: EvalPlan, cluster: ClusterPlan, *, store: Store | None = None, db: ResultsDB | None = None,
-                 progress: ProgressFn = no_progress, shards: int | None = None) -> EvalReport:
-    """``eval --cluster``: the problems split into shards (two per node by default), each generated and run in
-    a worker's sandbox; the outcomes merged task by task into one run, as the local eval records it."""
+                 progress: ProgressFn = no_progress) -> EvalReport:
+    """``eval --cluster``: one shard per decoding group of the local eval (``decode_groups``), each
+    generated and run in a worker's sandbox; the outcomes merged task by task into one run, as the
+    local eval records it. Whole groups make the sharded run decode what the local run does."""
     plan = plan.checked()
     if plan.suite not in ("humaneval", "infill") or plan.draft:
         raise UsageError(f"eval --cluster runs the humaneval and infill suites, not {plan.suite!r}",
@@ -524,8 +520,8 @@ def cluster_eval(ref: str, plan: EvalPlan, cluster: ClusterPlan, *, store: Store
     resolved, manifest = _stored(ref, store)
     resolved.refuse_twin("evaluated")
     ids = task_ids(plan)
-    count = max(1, min(len(ids), shards or 2 * slot_nodes(ray)))
-    parts = [tuple(ids[i::count]) for i in range(count)]  # interleaved: long and short problems spread evenly
+    parts = decode_groups(ids, plan.parallel)
+    count = len(parts)
     shipment = ship(ray, manifest, store)
     shard_plan = replace(plan, samples_out=None)
     units = [Unit(unit_key("eval_shard", manifest.sha256, asdict(replace(shard_plan, only=part))),

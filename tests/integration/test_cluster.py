@@ -81,7 +81,7 @@ def test_cluster_ladder_matches_the_local_ladder_and_names_nodes(cluster: Namesp
 
 def test_sharded_greedy_humaneval_matches_the_local_run_task_by_task(cluster: NamespacedCluster, driver_home: Path,
                                                                       tmp_path: Path, real_store: Store) -> None:
-    args = ("eval", default_model_name(), "--limit", "12", "--json")
+    args = ("eval", default_model_name(), "--limit", "12", "--parallel", "2", "--json")  # 3 groups of 4 on 2 slots
     there = cluster.run(["variantlab", *args, "--cluster", "auto"], driver_home)
     assert there.returncode == 0, there.stderr[-3000:]
     _link(tmp_path, real_store, default_model_name())
@@ -92,7 +92,7 @@ def test_sharded_greedy_humaneval_matches_the_local_run_task_by_task(cluster: Na
     assert {t: v["passed"] for t, v in remote["per_task"].items()} == {t: v["passed"] for t, v in mine["per_task"].items()}
     assert remote["pass@1"] == mine["pass@1"]
     merged = [run for run in runs(driver_home) if run.kind == "eval" and run.settings.get("cluster")]
-    assert merged and merged[-1].settings["cluster"]["shards"] == 6 and "shard" not in merged[-1].settings
+    assert merged and merged[-1].settings["cluster"]["shards"] == 3 and "shard" not in merged[-1].settings
 
 
 def test_bad_input_is_one_line_exit_2_and_records_nothing(cluster: NamespacedCluster, driver_home: Path, tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_a_node_killed_mid_run_leaves_nothing_missing_or_twice(tmp_path: Path, r
     _link(driver_home, real_store, SMOL)
     with namespaced_cluster((1, 1, 1)) as fresh:
         victim = fresh.nodes[2]
-        driver = fresh.popen(["variantlab", "eval", SMOL, "--limit", "18", "--json", "--cluster", "auto"], driver_home,
+        driver = fresh.popen(["variantlab", "eval", SMOL, "--limit", "18", "--parallel", "2", "--json", "--cluster", "auto"], driver_home,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 300
         while not fresh.busy(victim) and time.monotonic() < deadline and driver.poll() is None:
@@ -133,13 +133,13 @@ def test_a_node_killed_mid_run_leaves_nothing_missing_or_twice(tmp_path: Path, r
     units = [run for run in runs(driver_home) if run.kind == "cluster_unit" and run.model.startswith("shard")]
     keys = [u.settings["unit"] for u in units]
     assert len(keys) == len(set(keys))  # no unit recorded twice
-    assert len(units) == 6  # 2 shards per node
+    assert len(units) == 5  # one per decoding group: 18 tasks in groups of at most 2 x 2
     shard_tasks = [t for u in units for t in u.settings["result"]["per_task"]]
     assert sorted(shard_tasks) == sorted(report["per_task"])  # each task in exactly one recorded shard
 
 
 def test_an_interrupted_driver_resumes_without_redoing_finished_units(cluster: NamespacedCluster, driver_home: Path) -> None:
-    args = ["variantlab", "eval", SMOL, "--limit", "12", "--json", "--cluster", "auto"]
+    args = ["variantlab", "eval", SMOL, "--limit", "12", "--parallel", "1", "--json", "--cluster", "auto"]  # 6 groups
     before = {u.settings["unit"] for u in runs(driver_home) if u.kind == "cluster_unit"}
     driver = cluster.popen(args, driver_home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300

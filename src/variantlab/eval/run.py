@@ -1,7 +1,8 @@
 """`eval`: score a model file on HumanEval or the infill suite, or score a samples file.
 
-Generation goes through the one engine, in its child process, with continuous batching; every
-program runs in the sandbox; a canary gate runs first in the same sandbox and settings; the
+Generation goes through the one engine, in its child process, with continuous batching inside
+fixed groups of tasks (``decode_groups``: so that greedy outputs do not depend on how a run is
+split); every program runs in the sandbox; a canary gate runs first in the same sandbox and settings; the
 result goes into the results database with the dataset hash and the suite version.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -41,6 +43,11 @@ QUICK_PROBLEMS = 20  # HumanEval problems in the stratified "quick" subset (see 
 # Each sequence's share of the context holds a prompt of up to this many tokens plus the output
 # (the longest HumanEval prompt is about 600 tokens in a chat template).
 PROMPT_TOKENS_MAX = 1024
+# A decoding group holds this many tasks per slot: enough that a group's tail (fewer live
+# sequences than slots) is a small part of it, few enough that a full HumanEval makes several
+# groups to spread over a cluster. Modelled from a 164-problem run's per-task token counts and
+# the batch-1 step time, groups of 2 x --parallel cost about 2 % of generation time.
+GROUP_TASKS_PER_SLOT = 2
 
 
 @dataclass(frozen=True)
@@ -253,8 +260,21 @@ def _problems(plan: EvalPlan) -> list[he.Problem]:
     return _only(problems, plan.only, lambda p: p.task_id)
 
 
+def decode_groups(ids: Sequence[str], parallel: int) -> list[tuple[str, ...]]:
+    """The tasks decoded together, fixed by the selection and ``parallel`` alone.
+
+    Batched floating point rounds a sequence's logits a little differently with different
+    neighbours in the batch, and a near tie can flip a greedy token (seen on HumanEval/146 and
+    /159 when a cluster's shards batched other neighbours than the local run). So a run decodes
+    group after group, each from an empty KV cache, and a cluster eval sends whole groups: every
+    task is decoded with the same neighbours, and a sharded run equals the local one task by task.
+    Groups interleave the selection, so long and short problems spread evenly over them."""
+    count = max(1, math.ceil(len(ids) / (GROUP_TASKS_PER_SLOT * parallel)))
+    return [tuple(ids[i::count]) for i in range(count)]
+
+
 def task_ids(plan: EvalPlan) -> list[str]:
-    """The task ids a plan scores, in order: what a cluster eval splits into shards."""
+    """The task ids a plan scores, in order: what decode_groups splits."""
     plan = plan.checked()
     if plan.suite == "infill":
         return [t.task_id for t in infill_tasks(plan.limit)]
@@ -336,10 +356,9 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
         progress(label, 0, len(prompts))
         t0 = time.perf_counter()
         gens: list[dict[str, Any] | None] = [None] * len(prompts)
-        for stops in dict.fromkeys(t.stops for t in expanded):  # one batch per stop list, in order
-            index = [i for i, t in enumerate(expanded) if t.stops == stops]
+        for index in _batches(expanded, decode_groups(task_ids(replace(plan, only=())), plan.parallel)):
             got = engine.call("generate_many", prompts=[prompts[i] for i in index], max_tokens=plan.max_tokens,
-                              stop=list(stops), on_progress=on_done,
+                              stop=list(expanded[index[0]].stops), on_progress=on_done,
                               sampling={"temperature": plan.temperature, "seed": plan.settings.seed, "speculate": plan.speculate})
             for i, g in zip(index, got):
                 gens[i] = g
@@ -349,6 +368,18 @@ def _generate(resolved: ResolvedModel, info: ModelFile, plan: EvalPlan, problems
     out = {"tasks": tasks, "expanded": expanded, "generations": generations, "seconds": seconds,
            "tokens": sum(len(g["tokens"]) for g in generations)}
     return out, engine_version(system_info), style
+
+
+def _batches(expanded: Sequence[Task], groups: Sequence[tuple[str, ...]]) -> list[list[int]]:
+    """Indices into ``expanded`` decoded in one ``generate_many`` call each: group by group (the
+    groups of the whole selection, of which a shard holds whole ones), then one call per stop
+    list, each in the group's order of tasks."""
+    rank = {tid: (g, j) for g, group in enumerate(groups) for j, tid in enumerate(group)}
+    order = sorted(range(len(expanded)), key=lambda i: rank[expanded[i].task_id])
+    batches: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    for i in order:
+        batches.setdefault((rank[expanded[i].task_id][0], expanded[i].stops), []).append(i)
+    return list(batches.values())
 
 
 def _tokens(engine: EngineProcess, task: Task, add_special: bool) -> list[int]:
