@@ -7,7 +7,8 @@ Per round, interleaved, each run from a fresh home (nothing reused) with the mod
 The clusters run in a private network namespace (tests/ray_cluster.py) and are started before the
 timer; the time of a cluster run includes shipping the model to each node and checking its hash.
 Prints wall-clock seconds per run, the ratios 2 nodes / 1 node and 1 node / local, and whether the
-per-task outcomes of all three agree.
+per-task outcomes of all three agree: passed or not, and (stronger) the number of tokens generated
+and why generation stopped, which differ when a greedy token flipped even if the verdict did not.
 
     python benchmarks/cluster_eval.py [--limit N] [--rounds R] [MODEL]
 """
@@ -71,21 +72,22 @@ def main() -> None:
     args = parser.parse_args()
     limit = ["--limit", str(args.limit)] if args.limit else []
     walls: dict[str, list[float]] = {"local": [], "1 node": [], "2 nodes": []}
-    outcomes: dict[str, dict[str, bool]] = {}
+    outcomes: dict[str, dict[str, tuple[bool, int, str]]] = {}
     for r in range(args.rounds):
         for name, run in (("local", lambda: local_run(args.model, limit)), ("1 node", lambda: cluster_run(args.model, limit, 1)),
                           ("2 nodes", lambda: cluster_run(args.model, limit, 2))):
             wall, report = run()
             walls[name].append(wall)
-            outcomes[name] = {t: v["passed"] for t, v in report["per_task"].items()}
+            outcomes[name] = {t: (v["passed"], v["tokens"], v["finish"]) for t, v in report["per_task"].items()}
             print(f"round {r + 1} {name}: {wall:.1f} s, pass@1 {report['pass@1']:.3f} "
                   f"({report['passed']}/{report['samples']})", flush=True)
     med = {k: statistics.median(v) for k, v in walls.items()}
     print(f"\nmedian wall s: local {med['local']:.1f}, 1 node {med['1 node']:.1f}, 2 nodes {med['2 nodes']:.1f}")
     print(f"2 nodes / 1 node: {med['2 nodes'] / med['1 node']:.3f} (goal <= 0.6)")
     print(f"1 node (cluster path) / local: {med['1 node'] / med['local']:.3f} (goal <= 1.10)")
-    same = outcomes["local"] == outcomes["1 node"] == outcomes["2 nodes"]
-    print(f"per-task outcomes identical across the three: {same}")
+    verdicts = [{t: o[0] for t, o in outcomes[k].items()} for k in walls]
+    print(f"per-task verdicts identical across the three: {verdicts[0] == verdicts[1] == verdicts[2]}")
+    print(f"per-task (verdict, tokens, finish) identical: {outcomes['local'] == outcomes['1 node'] == outcomes['2 nodes']}")
     for name in ("1 node", "2 nodes"):
         differ = sorted(t for t in outcomes["local"].keys() | outcomes[name].keys()
                         if outcomes["local"].get(t) != outcomes[name].get(t))

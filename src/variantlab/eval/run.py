@@ -45,8 +45,10 @@ QUICK_PROBLEMS = 20  # HumanEval problems in the stratified "quick" subset (see 
 PROMPT_TOKENS_MAX = 1024
 # A decoding group holds this many tasks per slot: enough that a group's tail (fewer live
 # sequences than slots) is a small part of it, few enough that a full HumanEval makes several
-# groups to spread over a cluster. Modelled from a 164-problem run's per-task token counts and
-# the batch-1 step time, groups of 2 x --parallel cost about 2 % of generation time.
+# groups to spread over a cluster. Modelled from a 164-problem run's per-task token counts, its
+# generation time and the batch-1 step time (step = 15 ms + 14 ms a sequence on 2 cores), groups
+# of 2 x --parallel cost about 2.5 % of generation time over one continuous batch (4 x: 1 %, but
+# a full HumanEval is then only 3 groups, too few to spread over a cluster).
 GROUP_TASKS_PER_SLOT = 2
 
 
