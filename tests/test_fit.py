@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from variantlab.fit import FitRequest, estimate, kv_cache_bytes, network_for, network_from_catalog, network_from_file
+from variantlab.fit import FitRequest, estimate, kv_cache_bytes, matmul_work_bytes, network_for, network_from_catalog, network_from_file, overhead_bytes
 from variantlab.knowledge.catalog import find_variant, models
 
 MIB = 1 << 20
@@ -52,6 +52,27 @@ def test_kv_cache_matches_llama_cpp_buffer_sizes() -> None:
     # q8_0 stores 32 values in 34 bytes, q4_0 in 18
     assert kv_cache_bytes(small, 2048, "q8_0") == 24 * MIB * 34 // 64
     assert kv_cache_bytes(small, 2048, "q4_0") == 24 * MIB * 18 // 64
+
+
+def test_matmul_work_buffer_is_the_widest_input_in_its_dot_product_type() -> None:
+    # Qwen2.5-Coder-0.5B: the feed-forward down projection reads 4864 values a token, as Q8_K
+    # (256 values in 292 bytes) for its K-quant weights; nothing else is wider.
+    small = network_from_catalog(find_variant("qwen2.5-coder:0.5b-instruct-q4_K_M"))
+    assert matmul_work_bytes(small, 512) == 512 * (4864 // 256) * 292
+    assert matmul_work_bytes(small, 1) == (4864 // 256) * 292
+    # Qwen3-Coder-30B-A3B: the experts' down projection reads 768 values per token and picked
+    # expert (8 of 128), wider in all than the 4096-value attention output or the shared
+    # 2048-value input of the experts' gate and up projections
+    moe = network_from_catalog(find_variant("qwen3-coder:30b-a3b-instruct-q4_K_M"))
+    assert matmul_work_bytes(moe, 512) == 512 * 8 * (768 // 256) * 292
+
+
+def test_overhead_counts_each_sequence_and_each_context_cell() -> None:
+    net = network_from_catalog(find_variant("qwen2.5-coder:0.5b-instruct-q4_K_M"))
+    one, two = overhead_bytes(net, 1, 4096), overhead_bytes(net, 2, 4096)
+    assert two - one == net.n_vocab * (4 + 12)  # a row of f32 logits and 12-byte sampler candidates
+    assert overhead_bytes(net, 1, 8192) - one == 4096 * 180  # per cell: llama.cpp's bookkeeping, the prompt token
+    assert overhead_bytes(net, 1, 4000) == one  # cells are counted as allocated, padded to 256
 
 
 def test_file_estimate_reads_the_tensor_table(tiny_model: Path) -> None:

@@ -62,7 +62,7 @@ def test_less_memory_moves_quality_down_and_none_fits_says_so() -> None:
 
 
 def test_a_longer_context_needs_more_memory_and_changes_the_picks() -> None:
-    short, long = rows_at(4096, 8), rows_at(32768, 8)
+    short, long = rows_at(4096, 8.5), rows_at(32768, 8.5)  # Q8_0 fits at 4096 (8.0 GiB), not at 32768 (9.6)
     assert all(b.memory_bytes > a.memory_bytes for a, b in zip(short, long))
     assert sum(r.fits for r in long) < sum(r.fits for r in short)
     assert picked(long) != picked(short)

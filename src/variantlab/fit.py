@@ -242,21 +242,44 @@ def kv_cache_bytes(net: Network, ctx: int, kv_type: str, n_layers: int | None = 
 
 
 def compute_bytes(net: Network, ctx: int, n_ubatch: int, on_gpu: bool = False) -> int:
-    """Activations of one micro-batch plus the attention mask; on a GPU, llama.cpp's reservation."""
+    """Activations of one micro-batch plus the attention mask (and, on the CPU, the matmul work
+    buffer); on a GPU, llama.cpp's reservation."""
     facts = _memory_facts()
     ubatch = min(n_ubatch, padded_ctx(ctx))
     width = facts["compute_ff_tensors"] * net.n_ff + facts["compute_embd_tensors"] * net.n_embd
     touched = ubatch * width * facts["compute_bytes_per_value"] + padded_ctx(ctx) * ubatch * facts["mask_bytes_per_value"]
     if not on_gpu:
-        return touched
+        return touched + matmul_work_bytes(net, ubatch)
     return max(touched, ubatch * (net.n_vocab + 2 * net.n_embd) * facts["compute_bytes_per_value"])
 
 
-def overhead_bytes(net: Network, n_seq: int) -> int:
+def matmul_work_bytes(net: Network, n_ubatch: int) -> int:
+    """The CPU backend's work buffer: a micro-batch's input to the widest matrix product,
+    converted to the type the weight's dot product reads (ggml-cpu.c ``ggml_graph_plan``; one
+    buffer, sized for the largest product). The routed experts' down projection reads one row
+    per token and picked expert; their gate and up projections share the token's row
+    (llama-graph.cpp, build_moe_ffn)."""
+    activation = _memory_facts()["matmul_activation_type"]
+    qtypes = quant_types()
+    widest = 0
+    for t in net.tensors:
+        kind = activation.get(t.type)
+        if t.layer is None or len(t.dims) < 2 or kind is None:
+            continue  # the head multiplies the last token only; norms and biases are no products
+        per_expert = net.experts is not None and is_expert_tensor(t.name) and "down" in t.name
+        rows = n_ubatch * (net.experts.used if per_expert and net.experts else 1)
+        widest = max(widest, rows * qtypes[kind].bytes_for(t.dims[0]))
+    return widest
+
+
+def overhead_bytes(net: Network, n_seq: int, ctx: int = 0) -> int:
+    """The runtime, the vocabulary, and per sequence its logits row and sampler candidates,
+    and per context cell llama.cpp's bookkeeping and the prompt's token."""
     facts = _memory_facts()
     per_token = facts["vocab_bytes_per_token"]
     vocab = net.n_vocab * per_token.get(net.tokenizer or "", per_token["default"])
-    return facts["runtime_bytes"] + vocab + n_seq * net.n_vocab * 4
+    per_sequence = net.n_vocab * (4 + facts["sampler_candidate_bytes"])
+    return facts["runtime_bytes"] + vocab + n_seq * per_sequence + padded_ctx(ctx) * facts["context_cell_bytes"]
 
 
 @dataclass(frozen=True)
@@ -298,7 +321,7 @@ def estimate(net: Network, request: FitRequest) -> Estimate:
     vram = req.vram_bytes if req.vram_bytes is not None else _free_vram()
     weights, kv = net.weights_bytes, kv_cache_bytes(net, req.ctx, req.kv_type, n_ubatch=req.n_ubatch, n_seq=req.n_seq)
     compute_cpu = compute_bytes(net, req.ctx, req.n_ubatch)
-    overhead = overhead_bytes(net, req.n_seq)
+    overhead = overhead_bytes(net, req.n_seq, req.ctx)
     total = weights + kv + compute_cpu + overhead
     place = _choose_placement(net, req, vram)
     gpu = _gpu_bytes(net, req, place)
