@@ -242,14 +242,13 @@ def kv_cache_bytes(net: Network, ctx: int, kv_type: str, n_layers: int | None = 
 
 
 def compute_bytes(net: Network, ctx: int, n_ubatch: int, on_gpu: bool = False) -> int:
-    """Activations of one micro-batch plus the attention mask (and, on the CPU, the matmul work
-    buffer); on a GPU, llama.cpp's reservation."""
+    """Activations of one micro-batch plus the attention mask; on a GPU, llama.cpp's reservation."""
     facts = _memory_facts()
     ubatch = min(n_ubatch, padded_ctx(ctx))
     width = facts["compute_ff_tensors"] * net.n_ff + facts["compute_embd_tensors"] * net.n_embd
     touched = ubatch * width * facts["compute_bytes_per_value"] + padded_ctx(ctx) * ubatch * facts["mask_bytes_per_value"]
     if not on_gpu:
-        return touched + matmul_work_bytes(net, ubatch)
+        return touched
     return max(touched, ubatch * (net.n_vocab + 2 * net.n_embd) * facts["compute_bytes_per_value"])
 
 
@@ -272,14 +271,18 @@ def matmul_work_bytes(net: Network, n_ubatch: int) -> int:
     return widest
 
 
-def overhead_bytes(net: Network, n_seq: int, ctx: int = 0) -> int:
-    """The runtime, the vocabulary, and per sequence its logits row and sampler candidates,
-    and per context cell llama.cpp's bookkeeping and the prompt's token."""
+def overhead_bytes(net: Network, n_seq: int, ctx: int = 0, n_ubatch: int = 512) -> int:
+    """Everything besides the weights, the KV cache and llama.cpp's compute buffer: the runtime,
+    the vocabulary, the CPU's matmul work buffer (not in llama.cpp's buffer report), per
+    sequence its logits row and sampler candidates, per context cell llama.cpp's bookkeeping
+    and the prompt's token."""
     facts = _memory_facts()
     per_token = facts["vocab_bytes_per_token"]
     vocab = net.n_vocab * per_token.get(net.tokenizer or "", per_token["default"])
     per_sequence = net.n_vocab * (4 + facts["sampler_candidate_bytes"])
-    return facts["runtime_bytes"] + vocab + n_seq * per_sequence + padded_ctx(ctx) * facts["context_cell_bytes"]
+    cells = padded_ctx(ctx)
+    work = matmul_work_bytes(net, min(n_ubatch, cells)) if cells else 0
+    return facts["runtime_bytes"] + vocab + work + n_seq * per_sequence + cells * facts["context_cell_bytes"]
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,7 @@ def estimate(net: Network, request: FitRequest) -> Estimate:
     vram = req.vram_bytes if req.vram_bytes is not None else _free_vram()
     weights, kv = net.weights_bytes, kv_cache_bytes(net, req.ctx, req.kv_type, n_ubatch=req.n_ubatch, n_seq=req.n_seq)
     compute_cpu = compute_bytes(net, req.ctx, req.n_ubatch)
-    overhead = overhead_bytes(net, req.n_seq, req.ctx)
+    overhead = overhead_bytes(net, req.n_seq, req.ctx, req.n_ubatch)
     total = weights + kv + compute_cpu + overhead
     place = _choose_placement(net, req, vram)
     gpu = _gpu_bytes(net, req, place)
