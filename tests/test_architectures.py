@@ -300,17 +300,27 @@ def test_fit_components_equal_llama_cpp_allocation(kind: str, tmp_path: Path) ->
         remove_twin(twin, store)
 
 
-def test_bench_at_depth_runs_on_a_recurrent_model(tmp_path: Path) -> None:
+DEPTH_FILL = {  # a twin's depth is written as cache state where the cache is the plain one (engine/kv_state.py)
+    "mixture of experts (qwen3moe)": "written",
+    "latent attention (deepseek2, Lite layout)": "written",  # K rows only: V is read from the compressed K
+    "sliding window (gemma3)": "decoded",  # two caches, window and full
+    "recurrent + experts (qwen3next)": "decoded",  # recurrent state beside the cache
+}
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_bench_at_depth_runs_on_a_twin_of_each_kind(kind: str, tmp_path: Path) -> None:
     # a recurrent state cannot drop the tokens a repetition added after the depth: the engine
-    # decodes the depth again instead of timing on a state that holds more than it says
+    # fills the depth again instead of timing on a state that holds more than it says
     from variantlab.bench import BenchPlan, bench_models
 
     store = Store()
-    twin = make_twin(_catalog_source(TINY["recurrent + experts (qwen3next)"], tmp_path), store)
+    twin = make_twin(_catalog_source(TINY[kind], tmp_path), store)
     try:
         plan = BenchPlan(n_prompt=32, n_gen=8, reps=2, n_depth=256, settings=EngineSettings(n_ctx=1024), explicit_ctx=True)
         result = bench_models([twin.name], plan, store=store)[0]
         assert result.ok, result.error
         assert result.n_depth == 256 and result.gen_tokens_per_s > 0
+        assert result.depth_fill == DEPTH_FILL[kind]
     finally:
         remove_twin(twin, store)

@@ -101,6 +101,7 @@ class BenchResult:
     n_prompt: int | None = None
     n_gen: int | None = None
     n_depth: int = 0
+    depth_fill: str | None = None  # "decoded" (as llama-bench) or "written" (a twin's cells written as state)
     ctx: int | None = None
     prompt_tokens: int | None = None
     spread: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -175,7 +176,8 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
     run = Run(kind="bench", model=resolved.label, backend="llama.cpp", settings=settings, hardware=hardware,
               variantlab_version=__version__, model_sha256=sha, file_type=info.file_type)
     try:
-        measured, run.engine_version = _measure(str(resolved.path), plan, f"bench {resolved.label}", progress)
+        measured, run.engine_version = _measure(str(resolved.path), plan, f"bench {resolved.label}", progress,
+                                                synthetic_depth="twin_of" in settings)
     except (EngineError, EngineCrashed) as exc:
         run.status, run.error = "failed", exc.message
         db.record(run)
@@ -191,13 +193,18 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
         "bandwidth_fraction": Metric.of("bandwidth_fraction", [g * per_token / bandwidth for g in gen], "ratio"),
         "ceiling_tokens_per_s": Metric.of("ceiling_tokens_per_s", [bandwidth / per_token], "tokens/s"),
     }
+    if plan.n_depth:
+        run.settings["depth_fill"] = measured["depth_fill"]
     if "speculation" in measured:
         run.metrics.update(_speculation_metrics(measured["speculation"]))
     db.record(run)
     return summary(run, bandwidth, per_token)
 
 
-def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tuple[dict[str, Any], str]:
+def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn,
+             synthetic_depth: bool = False) -> tuple[dict[str, Any], str]:
+    """Load, warm up as llama-bench does, then ``plan.reps`` of each test. ``synthetic_depth``
+    (twins): the depth's cells are written, not decoded (engine/kv_state.py)."""
     steps = plan.reps + 2
     found: dict[str, Any] = {"ttft_s": [], "prompt_tokens_per_s": [], "gen_tokens_per_s": []}
     progress(label, 0, steps)
@@ -206,23 +213,26 @@ def _measure(path: str, plan: BenchPlan, label: str, progress: ProgressFn) -> tu
         progress(label, 1, steps)
         depth = plan.n_depth
         if plan.n_prompt:
-            engine.call("time_prompt", n_prompt=plan.n_prompt, seed=0, depth=depth)  # warm-up, as llama-bench
+            engine.call("time_prompt", n_prompt=plan.n_prompt, seed=0, depth=depth, synthetic_depth=synthetic_depth)  # warm-up
         if plan.n_gen:
-            engine.call("time_generation", n_gen=1, depth=depth)
+            engine.call("time_generation", n_gen=1, depth=depth, synthetic_depth=synthetic_depth)
         progress(label, 2, steps)
         for rep in range(plan.reps):
             if plan.n_prompt:
-                prompt_s, ttft = engine.call("time_prompt", n_prompt=plan.n_prompt, seed=rep + 1, depth=depth)
+                prompt_s, ttft = engine.call("time_prompt", n_prompt=plan.n_prompt, seed=rep + 1, depth=depth,
+                                             synthetic_depth=synthetic_depth)
                 found["prompt_tokens_per_s"].append(plan.n_prompt / prompt_s)
                 found["ttft_s"].append(ttft)
             if plan.n_gen:
-                found["gen_tokens_per_s"].append(plan.n_gen / engine.call("time_generation", n_gen=plan.n_gen, depth=depth))
+                seconds = engine.call("time_generation", n_gen=plan.n_gen, depth=depth, synthetic_depth=synthetic_depth)
+                found["gen_tokens_per_s"].append(plan.n_gen / seconds)
             progress(label, rep + 3, steps)
         if plan.speculate:
             found["speculation"] = _time_speculation(engine, plan, label, progress)
         info = engine.call("info")  # peak memory before the extra loads below, which overlap the first
         found["load_s"] += engine.call("reload_times", times=plan.reps - 1)
     found["peak_rss_bytes"] = info["peak_rss_bytes"]
+    found["depth_fill"] = info["depth_fill"]
     return found, engine_version(info["system_info"])
 
 
@@ -307,7 +317,7 @@ def summary(run: Run, bandwidth: float, bytes_per_token: int) -> BenchResult:
         bandwidth_bytes_per_s=bandwidth, bytes_read_per_token=bytes_per_token, reps=run.settings["reps"],
         threads=run.settings["n_threads"], n_prompt=run.settings["n_prompt"], n_gen=run.settings["n_gen"],
         ctx=run.settings["n_ctx"], spread=spread, engine_version=run.engine_version,
-        n_depth=run.settings.get("n_depth", 0), twin_of=run.settings.get("twin_of"),
+        n_depth=run.settings.get("n_depth", 0), depth_fill=run.settings.get("depth_fill"), twin_of=run.settings.get("twin_of"),
         speculation=_speculation_summary(run, med),
     )
 

@@ -627,7 +627,9 @@ def twin_how_measured(plan: LadderPlan, settings: dict[str, Any]) -> dict[str, s
         "memory": f"variantlab fit MODEL --ctx {plan.ctx} (estimate), and the peak RSS of the twin loaded at {plan.ctx} "
                   "tokens without mmap (each weight resident once, as fit counts)",
         "speed": f"variantlab bench --twin MODEL --ctx {plan.ctx} --prompt {bplan.n_prompt} --gen {bplan.n_gen} (no mmap) "
-                 f"--reps {bplan.reps}" + (f", and again with --depth {depth}" if depth else ""),
+                 f"--reps {bplan.reps}" + (f", and again with --depth {depth} (the depth's cells written as cache state where "
+                                           "the cache is a plain one, decoded otherwise: a twin's cells hold nothing either way)"
+                                           if depth else ""),
         "twin": "the variant's header and tensor table (catalog architecture, llama.cpp's per-tensor recipe) filled "
                 "with valid random blocks of each tensor's type",
     }

@@ -105,6 +105,9 @@ def render(results: list[BenchResult]) -> None:
     console.print(table)
     if any(r.twin_of for r in ok):
         console.print("twin: the variant's header and tensor table with random weights (speed and memory only)")
+    if any(r.depth_fill == "written" for r in ok):
+        console.print(f"@d: the twin's {first.n_depth} cells of depth were written as cache state, not decoded "
+                      "(what they hold does not change the speed)")
     for r in ok:
         if r.speculation:
             sp = r.speculation

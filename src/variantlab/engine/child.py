@@ -8,17 +8,15 @@ pipe. If the child dies (a segfault in llama.cpp, the OOM killer), the caller ge
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from ..errors import EngineCrashed, EngineError, VariantlabError
 from .llama import Generation, LlamaEngine, Sampling
 from .messages import Call, Cancel, Close, Failed, Progress, Ready, Reply, StopServing, Submit
+from .rss import peak_rss_bytes
 from .scheduler import generate_many
 from .serving import serve_loop
 from .settings import EngineSettings
@@ -33,19 +31,6 @@ def system_info() -> str:
     return str(llama_cpp.llama_print_system_info().decode())
 
 
-def _peak_rss_bytes() -> int:
-    """This process's own peak resident memory. Linux's ``ru_maxrss`` survives exec: a child spawned
-    by a large parent starts with the parent's peak (the fork copy's), so VmHWM, kept per address
-    space, is read where there is one."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
 class _Service:
     """What the child can be asked to do. Each method returns plain data (picklable)."""
 
@@ -58,8 +43,8 @@ class _Service:
     def info(self) -> dict[str, Any]:
         e = self.engine
         return {"load_s": e.load_s, "n_ctx_train": e.n_ctx_train, "n_vocab": e.n_vocab,
-                "settings": e.settings.to_dict(), "peak_rss_bytes": _peak_rss_bytes(), "system_info": system_info(),
-                "buffers": dict(e.buffers)}
+                "settings": e.settings.to_dict(), "peak_rss_bytes": max(peak_rss_bytes(), e.peak_floor_bytes), "system_info": system_info(),
+                "buffers": dict(e.buffers), "depth_fill": e.depth_fill}
 
     def special_tokens(self) -> dict[str, str]:
         """BOS and EOS as text, which chat templates write into the prompt."""
@@ -114,11 +99,11 @@ class _Service:
             other.close()
         return found
 
-    def time_prompt(self, n_prompt: int, seed: int, depth: int = 0) -> tuple[float, float]:
-        return self.engine.time_prompt(n_prompt, seed, depth)
+    def time_prompt(self, n_prompt: int, seed: int, depth: int = 0, synthetic_depth: bool = False) -> tuple[float, float]:
+        return self.engine.time_prompt(n_prompt, seed, depth, synthetic_depth)
 
-    def time_generation(self, n_gen: int, depth: int = 0) -> float:
-        return self.engine.time_generation(n_gen, depth)
+    def time_generation(self, n_gen: int, depth: int = 0, synthetic_depth: bool = False) -> float:
+        return self.engine.time_generation(n_gen, depth, synthetic_depth)
 
     def crash(self) -> None:
         """Die the way a llama.cpp bug would (for tests of crash handling)."""

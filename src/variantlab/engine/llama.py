@@ -24,7 +24,9 @@ from typing import Any
 import llama_cpp as L
 
 from ..errors import EngineError
+from .kv_state import build_state, parse_one_cell
 from .lookup import PromptLookup
+from .rss import peak_rss_bytes, restart_peak
 from .settings import FLASH_ATTN, LOAD_MODES, EngineSettings
 from .speculative import DraftModel, PassCost, RunLengths, accept_or_replace, choose_length, draw, target_probabilities
 
@@ -191,6 +193,7 @@ class LlamaEngine:
     """One loaded model and one context."""
 
     _depth_filled = 0  # tokens of sequence 0 kept by the last depth test (bench -d)
+    depth_fill = ""  # how that depth was filled: "decoded" or "written" (cells written as state, for twins)
 
     def __init__(self, model_path: str, settings: EngineSettings) -> None:
         _capture_llama_logs()
@@ -214,6 +217,7 @@ class LlamaEngine:
         self.batch = L.llama_batch_init(settings.n_batch, 0, settings.n_seq_max)
         self.draft: DraftModel | None = None
         self.pass_cost = PassCost()  # target passes' seconds by size, for choosing guess lengths
+        self.peak_floor_bytes = 0  # the peak before a passing buffer was left out of it (rss.restart_peak)
         if settings.draft_model:
             self._load_draft(settings)
 
@@ -345,15 +349,42 @@ class LlamaEngine:
         if self.draft is not None:
             self.draft.clear()
 
-    def _fill_depth(self, depth: int) -> None:
+    def _fill_depth(self, depth: int, synthetic: bool = False) -> None:
         """Sequence 0 holding ``depth`` random tokens and nothing after them (llama-bench's ``-d``).
-        The depth is decoded once and kept: later tests only cut what they added after it."""
+        The depth is filled once and kept: later tests only cut what they added after it.
+        ``synthetic``: the cells are written, not decoded (``_write_depth``), where the cache's
+        layout allows; for twins, whose cells hold nothing meaningful either way."""
         if depth and self._depth_filled == depth and L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), 0, depth, -1):
             return  # a recurrent state cannot drop a tail (seq_rm says no): decode the depth again
         self.clear()
-        if depth:
+        self.depth_fill = "written" if depth and synthetic and self._write_depth(depth) else "decoded"
+        if depth and self.depth_fill == "decoded":
             self.decode_prompt(self.random_tokens(depth, seed=-1))
-            self._depth_filled = depth
+        self._depth_filled = depth
+
+    def _write_depth(self, depth: int) -> bool:
+        """Fill sequence 0 with ``depth`` cells by writing its state (engine/kv_state.py): one token
+        decoded, its K and V rows repeated. False (cache left empty) where the layout is not the
+        plain one. The state buffer, as large as the cache it fills, is left out of the peak memory:
+        a decoded depth never needs it."""
+        self.decode_prompt(self.random_tokens(1, seed=-1))
+        size = L.llama_state_seq_get_size(self.ctx, 0)
+        one = (ctypes.c_uint8 * size)()
+        written = L.llama_state_seq_get_data(self.ctx, one, size, 0)
+        template = parse_one_cell(bytes(one)[:written])
+        self.clear()
+        if template is None or depth > self.settings.n_ctx // max(1, self.settings.n_seq_max):
+            return False
+        self.peak_floor_bytes = max(self.peak_floor_bytes, peak_rss_bytes())
+        state = build_state(template, depth)
+        written = L.llama_state_seq_set_data(self.ctx, state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), state.nbytes, 0)
+        del state
+        _return_freed_heap()
+        restart_peak()
+        if written == 0:
+            self.clear()
+            return False
+        return True
 
     def _decode(self, entries: Iterable[tuple[int, int, int, bool]]) -> None:
         """Decode (token, pos, seq_id, want_logits) entries, at most n_batch per call. Entries are
@@ -679,22 +710,22 @@ class LlamaEngine:
 
     # -- benchmark ---------------------------------------------------------------------
 
-    def time_prompt(self, n_prompt: int, seed: int, depth: int = 0) -> tuple[float, float]:
+    def time_prompt(self, n_prompt: int, seed: int, depth: int = 0, synthetic_depth: bool = False) -> tuple[float, float]:
         """llama-bench's pp test plus the first token: (prompt seconds, time to first token),
         after ``depth`` tokens already in the cache."""
         tokens = self.random_tokens(n_prompt, seed)
         with self.sampler(Sampling()) as sampler:
-            self._fill_depth(depth)
+            self._fill_depth(depth, synthetic_depth)
             t0 = time.perf_counter()
             self.decode_prompt(tokens, start_pos=depth)
             t_prompt = time.perf_counter() - t0
             self.sample(sampler)
             return t_prompt, time.perf_counter() - t0
 
-    def time_generation(self, n_gen: int, depth: int = 0) -> float:
+    def time_generation(self, n_gen: int, depth: int = 0, synthetic_depth: bool = False) -> float:
         """llama-bench's tg test, but each next token is really sampled (greedy) from the logits."""
         with self.sampler(Sampling()) as sampler:
-            self._fill_depth(depth)
+            self._fill_depth(depth, synthetic_depth)
             bos = self.bos()
             token = bos if bos is not None else 0
             t0 = time.perf_counter()
