@@ -377,11 +377,11 @@ class LlamaEngine:
             return False
         self.peak_floor_bytes = max(self.peak_floor_bytes, peak_rss_bytes())
         state = build_state(template, depth)
-        written = L.llama_state_seq_set_data(self.ctx, state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), state.nbytes, 0)
+        restored = L.llama_state_seq_set_data(self.ctx, state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), state.nbytes, 0)
         del state
         _return_freed_heap()
         restart_peak()
-        if written == 0:
+        if restored == 0:
             self.clear()
             return False
         return True
