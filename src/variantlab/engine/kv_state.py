@@ -11,10 +11,10 @@ whose rows repeat that token's K and V rows, at positions 0..N-1
 The state layout is llama.cpp's (``llama_kv_cache::state_write`` in src/llama-kv-cache.cpp of
 the vendored source): magic, sequence id, stream count, then per stream its cell count, each
 cell's position and sequence ids, the value-transposed flag, the layer count, every layer's K
-rows and every layer's V rows (or V elements, transposed). Only the plain case is read here:
-one stream, cells without extensions, every layer with K and V. Anything else (sliding-window
-pairs of caches, recurrent state, latent attention without V, M-RoPE cells) does not parse to
-the last byte, and the caller decodes the depth instead.
+rows and every layer's V rows (or V elements, transposed; none with latent attention, whose
+cache holds K only). Only the plain case is read here: one stream, cells without extensions,
+one cache. Anything else (sliding-window pairs of caches, recurrent state, M-RoPE cells) does
+not parse to the last byte, and the caller decodes the depth instead.
 """
 
 from __future__ import annotations
