@@ -9,13 +9,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.hub_server import HubRepo, serve_hub
 from tests.tiny_gguf import gguf_string
 from variantlab.knowledge.catalog import models, variants
 from variantlab.modelfile import header_length, read_model_file
 from variantlab.store import Store
-from variantlab.twin import make_twin, remove_twin, twin_source
+from variantlab.twin import _put_tiled, make_twin, pool_rows, remove_twin, twin_source
 
 
 def test_twin_of_a_local_file_has_its_header_size_and_tensor_table(tiny_model: Path) -> None:
@@ -177,3 +179,26 @@ def test_gc_removes_kept_twins_first_even_with_recent_results(tiny_model: Path, 
     assert list(plan.remove)[:1] == [twin.sha256]
     gc.collect(plan)
     assert not twin.path.exists() and Store().manifest(twin.name) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.integers(1, 9), row_bytes=st.integers(1, 5), copies=st.integers(2, 4), first_row=st.integers(0, 8),
+       n_rows=st.integers(0, 60))
+def test_a_tensor_is_the_pool_tiled_from_its_own_first_row(rows: int, row_bytes: int, copies: int, first_row: int,
+                                                          n_rows: int) -> None:
+    """Whatever the sizes, a tensor's bytes are whole rows of the pool, in the pool's order, from its start row."""
+    pool = bytes(range(rows * row_bytes))
+    start = first_row % rows * row_bytes
+    out: list[bytes] = []
+    _put_tiled(lambda data: out.append(bytes(data)), pool * copies, n_rows * row_bytes, start=start)
+    want = (pool * (n_rows // rows + 2))[start:start + n_rows * row_bytes]
+    assert b"".join(out) == want
+
+
+def test_pools_hold_megabytes_of_rows_whatever_the_type() -> None:
+    """The tiling's period is what a CPU noticed (16 rows ran 11 % slow): every pool is about 2 MiB."""
+    for kind, width in [("Q4_K", 5120), ("Q6_K", 13824), ("Q5_0", 896), ("F32", 896), ("Q8_0", 151936)]:
+        block, type_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+        pool_bytes = pool_rows(kind, width) * (width // block * type_bytes)
+        assert pool_rows(kind, width) >= 16 and pool_bytes >= 2 << 20
+        assert pool_bytes < (2 << 20) + 16 * width * 4

@@ -170,6 +170,7 @@ def _bench_one(resolved: ResolvedModel, plan: BenchPlan, db: ResultsDB, hardware
     settings = plan.recorded()
     if resolved.manifest and resolved.manifest.synthetic:  # a twin: its figures are the variant's, labelled so
         settings["twin_of"] = resolved.manifest.synthetic.get("variant")
+        settings["twin_generator"] = resolved.manifest.synthetic.get("generator")  # its blocks' recipe
     if draft is not None:
         settings.update(draft_model=draft.label, draft_sha256=draft.manifest.sha256 if draft.manifest else None)
         plan = replace(plan, settings=replace(plan.settings, draft_model=str(draft.path)))

@@ -38,7 +38,7 @@ from .modelfile import read_model_file
 from .quantize import FLOAT_TYPES, Rung, dequantize, plan_quantize, run_quantize
 from .results import SETTING_DEFAULTS, ResultsDB, Run
 from .store import Manifest, Store
-from .twin import twin_for
+from .twin import GENERATOR, twin_for
 
 STEPS = ("make", "fit", "bench", "accuracy", "kld")
 REPO_TASKS = ("infill", "complete")  # the tasks a repository's holes measure (ladder --suite repo:PATH)
@@ -575,7 +575,7 @@ def _twin_rung(variant: CatalogVariant, plan: LadderPlan, settings: dict[str, An
 
 def _find_twin_run(db: ResultsDB, tag: str, bplan: BenchPlan) -> Run | None:
     """A comparable bench run of this variant's twin with these settings."""
-    want = bplan.recorded()
+    want = {**bplan.recorded(), "twin_generator": GENERATOR}  # a twin of older blocks ran at another speed
     return find_run(db, "bench", None, None, want, conditions_now(), model=f"twin:{tag}")
 
 

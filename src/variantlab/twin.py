@@ -42,8 +42,13 @@ from .results import ResultsDB
 from .store import Manifest, Store
 from .store.remote import fetch_header
 
-GENERATOR = "variantlab-twin-1"  # the recipe of the random blocks: a twin's identity includes it
-_POOL_ROWS = 16
+GENERATOR = "variantlab-twin-2"  # the recipe of the random blocks: a twin's identity includes it
+# Each (type, row length) pool holds at least this many bytes of rows, and each tensor starts at its
+# own row of it: a twin tiled from 16 rows (about 10 KB, every tensor alike) generated 11 % slower
+# than the real Qwen2.5-Coder 0.5B on this CPU, one tiled from about 2 MB 2 % (docs/benchmarks.md,
+# benchmarks/tg_tokens.py). The cause of that is not known; the cure is measured.
+_POOL_BYTES = 2 << 20
+_MIN_POOL_ROWS = 16
 _CHUNK_BYTES = 8 << 20
 _DISK_MARGIN = 256 << 20
 
@@ -265,8 +270,9 @@ def write_twin(source: TwinSource, out: Path, store: Store, progress: ProgressFn
     model = source.model
     keys = sorted({(t.type, t.dims[0]) for t in model.tensors})
     with store.staging_dir("blocks") as folder:
-        pools = dict(zip(keys, random_rows(keys, Path(folder), n_rows=_POOL_ROWS,
-                                           on_progress=lambda done, total: progress("blocks", done, total))))
+        made = random_rows([(kind, width, pool_rows(kind, width)) for kind, width in keys], Path(folder),
+                           on_progress=lambda done, total: progress("blocks", done, total))
+    pools = dict(zip(keys, made))
     hasher = _Hasher()
     written = 0
     with hasher, out.open("wb") as handle:
@@ -280,17 +286,25 @@ def write_twin(source: TwinSource, out: Path, store: Store, progress: ProgressFn
 
         put(source.header)
         chunks: dict[tuple[str, int], bytes] = {}
-        for t in model.tensors:
+        for index, t in enumerate(model.tensors):
             put(bytes(-written % model.alignment))
             key = (t.type, t.dims[0])
+            pool = pools[key]
             if key not in chunks:
-                pool = pools[key]
-                chunks[key] = pool * max(1, _CHUNK_BYTES // len(pool))
-            _put_tiled(put, chunks[key], t.n_bytes)
+                chunks[key] = pool * max(2, _CHUNK_BYTES // len(pool) + 1)
+            rows = pool_rows(*key)
+            _put_tiled(put, chunks[key], t.n_bytes, start=(index * 7919 % rows) * (len(pool) // rows))
         put(bytes(model.file_size - written))  # a last tensor's padding, as llama.cpp's writer leaves it
         handle.flush()
         os.fsync(handle.fileno())
     return hasher.hexdigest()
+
+
+def pool_rows(type_name: str, n_per_row: int) -> int:
+    """How many random rows the pool of this (type, row length) holds: ``_POOL_BYTES`` of them."""
+    block, type_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
+    row_bytes = max(1, n_per_row // block * type_bytes)
+    return max(_MIN_POOL_ROWS, -(-_POOL_BYTES // row_bytes))
 
 
 class _Hasher:
@@ -320,10 +334,14 @@ class _Hasher:
         return self.digest.hexdigest()
 
 
-def _put_tiled(put: Any, chunk: bytes, n_bytes: int) -> None:
-    """``n_bytes`` of whole rows from ``chunk`` (a pool repeated), written in chunk-sized pieces."""
+def _put_tiled(put: Any, chunk: bytes, n_bytes: int, start: int = 0) -> None:
+    """``n_bytes`` of whole rows from ``chunk`` (a pool repeated at least twice), starting ``start``
+    bytes in (a row boundary inside the first pool), written in chunk-sized pieces."""
     view = memoryview(chunk)
-    left = n_bytes
+    first = min(n_bytes, len(chunk) - start)
+    put(view[start:start + first])
+    left = n_bytes - first
+    # chunk[start:] then whole chunks keeps the tiling's period: the chunk ends where a pool ends
     while left >= len(chunk):
         put(view)
         left -= len(chunk)

@@ -1,7 +1,7 @@
 """Valid random blocks of any ggml type, made by ggml's own quantizer in a child job.
 
 A twin's weights must be blocks llama.cpp accepts (finite scales, in-range quants) of each
-tensor's own type. For each (type, row length) a small pool of random rows is quantized with
+tensor's own type. For each (type, row length) a pool of random rows is quantized with
 ``ggml_quantize_chunk`` (the function llama-quantize uses), checked with
 ``ggml_validate_row_data``, and written to a file; the twin writer tiles the pool. No F16 copy
 of the model is ever made. Types that need an importance matrix (IQ2_XXS …) get a flat one.
@@ -59,26 +59,36 @@ def _pool(lib: Any, type_id: int, type_name: str, n_per_row: int, n_rows: int, s
 
 
 def _child_main() -> None:
-    """The child: quantize each pool into its file, reporting each one done."""
+    """The child: quantize each pool into its file (ggml's quantizer releases the GIL, so pools are
+    made on every core), reporting each one done."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     import gguf
 
     job = read_job()
     lib = _ggml()
+
+    def one(i: int) -> int:
+        type_name, n_per_row, n_rows = job["pools"][i]
+        type_id = int(gguf.GGMLQuantizationType[type_name])
+        Path(job["out"], f"{i}.bin").write_bytes(_pool(lib, type_id, type_name, n_per_row, n_rows, job["seed"] + i))
+        return i
+
     try:
-        for i, (type_name, n_per_row) in enumerate(job["pools"]):
-            type_id = int(gguf.GGMLQuantizationType[type_name])
-            Path(job["out"], f"{i}.bin").write_bytes(_pool(lib, type_id, type_name, n_per_row, job["n_rows"], job["seed"] + i))
-            say({"progress": [i + 1, len(job["pools"])]})
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as workers:
+            for done, _ in enumerate(workers.map(one, range(len(job["pools"])))):
+                say({"progress": [done + 1, len(job["pools"])]})
     except EngineError as exc:
         say({"done": True, "error": exc.message})
         return
     say({"done": True})
 
 
-def random_rows(pools: list[tuple[str, int]], out_dir: Path, *, n_rows: int = 16, seed: int = 0,
+def random_rows(pools: list[tuple[str, int, int]], out_dir: Path, *, seed: int = 0,
                 on_progress: Callable[[int, int], None] | None = None) -> list[bytes]:
-    """For each (ggml type name, row length): ``n_rows`` valid random rows of that type, as bytes."""
-    job = {"pools": [list(p) for p in pools], "out": str(out_dir), "n_rows": n_rows, "seed": seed}
+    """For each (ggml type name, row length, rows): that many valid random rows of that type, as bytes."""
+    job = {"pools": [list(p) for p in pools], "out": str(out_dir), "seed": seed}
     outcome = run_job(__name__, job, lambda m: on_progress(*m["progress"]) if on_progress else None,
                       "making random blocks")
     if outcome.get("error"):
