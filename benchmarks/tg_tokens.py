@@ -7,20 +7,26 @@ of token: the model's own greedy choice (variantlab's tg), a random token each s
 fresh processes (order alternating) and times tg128 with each feed, so the table says whether the
 gap follows the weights (it stays under every feed) or the token stream (it goes with the feed).
 
-    .venv/bin/python benchmarks/tg_tokens.py [--rounds 3] [--reps 3] [--gen 128] [--pool-bytes N] [MODEL]
+    .venv/bin/python benchmarks/tg_tokens.py [--rounds 3] [--reps 3] [--gen 128] [--pool-bytes N] [--ftz] [MODEL]
 
 ``--pool-bytes``: how many bytes of random rows each of the twin's pools holds (variantlab.twin's
 ``_POOL_BYTES``; at least 16 rows), to see whether the twin's repetition itself is what the CPU
-reads more slowly. ``--pool-bytes 0`` gives the first generator's 16-row pools.
+reads more slowly. ``--pool-bytes 0`` gives the first generator's 16-row pools. ``--ftz``: each
+child sets flush-to-zero and denormals-are-zero (MXCSR) before llama.cpp starts its threads, which
+inherit it, so a gap that comes from subnormal floats in the real model's activations goes away.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import multiprocessing
 import random
 import statistics
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import variantlab.twin
 from variantlab.engine.llama import LlamaEngine, Sampling
@@ -49,8 +55,23 @@ def _time_feed(engine: LlamaEngine, feed: str, n_gen: int, seed: int) -> tuple[f
         return time.perf_counter() - t0, fed
 
 
-def _child(path: str, n_gen: int, reps: int, queue: multiprocessing.Queue) -> None:
+_FTZ_C = "#include <xmmintrin.h>\nvoid ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }\n"
+
+
+def _set_ftz_daz() -> None:
+    """Set MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6) in this thread; threads it
+    starts later inherit them (POSIX: a new thread gets its creator's floating-point environment)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, library = Path(tmp) / "ftz.c", Path(tmp) / "ftz.so"
+        source.write_text(_FTZ_C)
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(library), str(source)], check=True)
+        ctypes.CDLL(str(library)).ftz_daz()
+
+
+def _child(path: str, n_gen: int, reps: int, queue: multiprocessing.Queue, ftz: bool = False) -> None:
     """One fresh process per file: warm up, then the best of ``reps`` for each feed, interleaved."""
+    if ftz:
+        _set_ftz_daz()
     engine = LlamaEngine(path, EngineSettings(n_ctx=512, load_mode="auto"))
     _time_feed(engine, "greedy", 8, 0)  # warm-up
     best = {feed: float("inf") for feed in FEEDS}
@@ -64,10 +85,10 @@ def _child(path: str, n_gen: int, reps: int, queue: multiprocessing.Queue) -> No
                "distinct_greedy": len(set(tokens))})
 
 
-def _run(path: str, n_gen: int, reps: int) -> dict:
+def _run(path: str, n_gen: int, reps: int, ftz: bool) -> dict:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(path, n_gen, reps, queue))
+    process = context.Process(target=_child, args=(path, n_gen, reps, queue, ftz))
     process.start()
     result = queue.get()
     process.join()
@@ -81,6 +102,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--gen", type=int, default=128)
     parser.add_argument("--pool-bytes", type=int, default=variantlab.twin._POOL_BYTES)
+    parser.add_argument("--ftz", action="store_true", help="flush-to-zero and denormals-are-zero in both children")
     args = parser.parse_args()
     variantlab.twin._POOL_BYTES = args.pool_bytes
     store = Store()
@@ -94,7 +116,7 @@ def main() -> None:
         rounds = []
         for r in range(args.rounds):
             order = [("real", real), ("twin", twin_path)] if r % 2 == 0 else [("twin", twin_path), ("real", real)]
-            found = {label: _run(path, args.gen, args.reps) for label, path in order}
+            found = {label: _run(path, args.gen, args.reps, args.ftz) for label, path in order}
             rounds.append(found)
             print(f"round {r + 1} ({order[0][0]} first): " + ", ".join(
                 f"{feed} real {found['real']['tg'][feed]:.1f} twin {found['twin']['tg'][feed]:.1f} "
