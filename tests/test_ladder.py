@@ -14,7 +14,19 @@ from variantlab.errors import UsageError
 from variantlab.eval import humaneval as he
 from variantlab.fit import FitRequest, estimate, network_from_catalog
 from variantlab.knowledge.catalog import find_variant
-from variantlab.ladder import LadderPlan, LadderResult, LadderRow, choose, eval_plan, how_measured, rules_text, suite_settings, wilson_interval
+from variantlab.ladder import (
+    LadderPlan,
+    LadderResult,
+    LadderRow,
+    choose,
+    eval_plan,
+    how_measured,
+    plan_settings,
+    rules_text,
+    suite_settings,
+    twin_how_measured,
+    wilson_interval,
+)
 from variantlab.report import pareto_front, write_report
 
 GIB = 2**30
@@ -124,6 +136,15 @@ def test_plan_checks() -> None:
                 LadderPlan("m", types=("Q9_K",))):
         with pytest.raises(UsageError):
             bad.checked()
+
+
+def test_reps_override_the_suites_bench_repetitions_only() -> None:
+    plan = LadderPlan("m", reps=2).checked()
+    assert plan_settings(plan)["bench_reps"] == 2 and plan_settings(LadderPlan("m"))["bench_reps"] == 3
+    assert plan_settings(plan)["humaneval_subset"] == suite_settings("quick")["humaneval_subset"]
+    assert "--reps 2" in how_measured(plan, "ref")["speed"] and "--reps 2" in twin_how_measured(plan, plan_settings(plan))["speed"]
+    with pytest.raises(UsageError, match="--reps 0"):
+        LadderPlan("m", reps=0).checked()
 
 
 def synthetic_result(rows: list[LadderRow] | None = None) -> LadderResult:

@@ -55,8 +55,11 @@ class LadderPlan:
     suite: str = "quick"
     ram_bytes: int | None = None  # None: the RAM available now
     threads: int | None = None
+    reps: int | None = None  # bench repetitions per rung; None: the suite's
 
     def checked(self) -> LadderPlan:
+        if self.reps is not None and self.reps < 1:
+            raise UsageError(f"--reps {self.reps} measures nothing", hint="use --reps 1 or more, or leave it out for the suite's")
         suites = [s for s in load_data("ladder.toml")["suite"] if s != "repo"]  # repo: is written repo:PATH
         tasks = list(load_data("tasks.toml")["tasks"])
         if self.suite.startswith("repo:"):
@@ -176,6 +179,13 @@ def suite_settings(suite: str) -> dict[str, Any]:
     return {**suites["quick"], **suites["repo"]} if suite.startswith("repo:") else suites[suite]
 
 
+def plan_settings(plan: LadderPlan) -> dict[str, Any]:
+    """The suite's settings with the plan's own bench repetitions, where it gives them (a 13B ladder
+    of nine rungs takes hours on two cores; fewer reps trade the speed column's range for time)."""
+    settings = suite_settings(plan.suite)
+    return settings if plan.reps is None else {**settings, "bench_reps": plan.reps}
+
+
 def pick_rules() -> dict[str, Any]:
     return load_data("ladder.toml")["picks"]
 
@@ -217,7 +227,7 @@ def _reference(ref: str, source_type: str | None, store: Store, progress: Progre
 
 def _measure_rung(plan: LadderPlan, made: Manifest, reference: Manifest, store: Store, db: ResultsDB,
                   progress: ProgressFn, step: Callable[[int, str], None]) -> LadderRow:
-    settings = suite_settings(plan.suite)
+    settings = plan_settings(plan)
     step(1, "fit")
     est = fit(made.name, FitRequest(ctx=plan.ctx, ram_bytes=plan.ram_bytes), store)
     step(2, "bench")
@@ -451,7 +461,7 @@ def rules_text(plan: LadderPlan, rules: dict[str, Any] | None = None) -> list[st
 
 
 def how_measured(plan: LadderPlan, reference: str) -> dict[str, str]:
-    s = suite_settings(plan.suite)
+    s = plan_settings(plan)
     accuracy = (f"infill suite, {s.get('infill_limit') or 'all'} holes" if plan.accuracy_suite == "infill" else
                 "HumanEval, " + ("the fixed stratified 20-problem subset" if s["humaneval_subset"] == "quick" else "all 164 problems"))
     measure = f"pass@1 with its {pick_rules()['confidence']:.0%} Wilson interval"
@@ -517,7 +527,7 @@ def run_twin_ladder(plan: LadderPlan, *, store: Store | None = None, db: Results
     if model is None:
         raise UsageError(f"{plan.source!r} is not a catalog model", hint="ladder --twin takes a catalog model such as "
                          "codellama:13b-instruct (see `variantlab catalog`); for a file of your own, ladder it without --twin")
-    settings = suite_settings(plan.suite)
+    settings = plan_settings(plan)
     with ResultsDB() if db is None else contextlib.nullcontext(db) as results:
         rows = []
         for i, type_name in enumerate(plan.types):

@@ -24,6 +24,7 @@ def ladder(
     suite: Annotated[str, typer.Option(help="quick (20 stratified HumanEval problems, 3 bench reps, 8 KLD chunks), full (164, 5, 20), or repo:PATH (with --task infill or complete: exact match on 40 holes of your repository, measured as quick).")] = "quick",
     mem: Annotated[Optional[float], typer.Option(help="Memory budget in GiB (default: RAM available now).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: one per physical core).")] = None,
+    reps: Annotated[Optional[int], typer.Option(help="Bench repetitions per rung (default: the suite's, 3 quick, 5 full); fewer is faster, with a narrower view of the spread.")] = None,
     twin: Annotated[bool, typer.Option("--twin", help="Measure every rung of a catalog model on twins (its tensors, random weights), one on disk at a time: memory, load, TTFT, speed at depth 0 and at --ctx; no accuracy.")] = False,
     cluster: Annotated[Optional[str], typer.Option(help="Fan the work out over a Ray cluster: auto ($RAY_ADDRESS, else the one started here) or HOST:PORT (needs the extra: pip install 'variantlab[cluster]').")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="The whole table, picks and rules as JSON on stdout.")] = False,
@@ -33,7 +34,7 @@ def ladder(
     Everything goes to the results database; run it again after an interruption and the
     finished measurements are reused. `variantlab report` turns the table into an HTML page.
     """
-    plan = LadderPlan(model, tuple(split_list(types)) if types else (), task, ctx, suite, gib_option_bytes(mem), threads)
+    plan = LadderPlan(model, tuple(split_list(types)) if types else (), task, ctx, suite, gib_option_bytes(mem), threads, reps)
     with progress_bars(steps="ladder") as progress:
         if cluster is not None:
             where = ClusterPlan(cluster)
