@@ -267,6 +267,10 @@ def test_fastest_treats_rungs_the_noise_cannot_separate_as_tied() -> None:
     picks = choose(clear)
     assert picks["fastest"].file_type == "Q3_K_M" and picks["fastest"].tied == ["Q3_K_M"]
     assert "clear of every other rung's range" in picks["fastest"].reason
+    one_rep = [replace(r, gen_tokens_per_s_reps=1) for r in _with_speed_ranges(rows_at(4096, 24), {
+        "Q2_K": (2.62, 2.62, 2.62), "Q4_K_S": (2.66, 2.66, 2.66)})]  # the 13B twin ladder's --reps 1 figures
+    reason = choose(one_rep)["fastest"].reason
+    assert "over one rep, which has no range" in reason and "clear of" not in reason
 
 
 def test_the_table_shows_the_spread_of_speed() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -179,6 +182,30 @@ def test_gc_removes_kept_twins_first_even_with_recent_results(tiny_model: Path, 
     assert list(plan.remove)[:1] == [twin.sha256]
     gc.collect(plan)
     assert not twin.path.exists() and Store().manifest(twin.name) is None
+
+
+def test_sigterm_while_a_twin_is_in_use_deletes_it_and_exits_130(tiny_model: Path, isolated_home: Path) -> None:
+    # a command of the test's own, in a child: it holds a twin as a measurement does, and is stopped
+    # with SIGTERM (kill, a scheduler) while it holds it, which must unwind as Ctrl-C does
+    child = f"""
+import os, signal, sys, time
+from variantlab.cli.app import app, main
+from variantlab.twin import twin_for
+
+@app.command("hold-twin")
+def hold_twin() -> None:
+    with twin_for({str(tiny_model)!r}) as twin:
+        print(twin.path, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+
+sys.exit(main(["hold-twin"]))
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done
+    made = Path(done.stdout.strip())
+    assert made.is_relative_to(isolated_home) and not made.exists()
+    assert not [p for where in ("blobs", "manifests") for p in (isolated_home / where).rglob("*") if p.is_file()]
 
 
 @settings(max_examples=200, deadline=None)
