@@ -282,6 +282,17 @@ def test_the_table_shows_the_spread_of_speed() -> None:
     recorded_before = [{k: v for k, v in asdict(r).items() if not k.startswith("gen_tokens_per_s_")} for r in rows]
     old = [LadderRow.from_dict(r) for r in recorded_before]  # ladders recorded before the range was kept
     assert table_rows(synthetic_result(old))[0][column] == "58.6"
+    # the 34B twin ladder's --reps 1 speeds: one decimal printed both rungs as "1.0 (1.0–1.0)"
+    slow = [replace(r, gen_tokens_per_s_reps=1) for r in _with_speed_ranges(rows_at(4096, 24), {
+        "Q3_K_M": (0.9751, 0.9751, 0.9751), "Q4_K_M": (0.9816, 0.9816, 0.9816)})]
+    cells = {r.file_type: c[column] for r, c in zip(slow, table_rows(synthetic_result(slow)))}
+    assert cells["Q3_K_M"] == "0.975 (one rep)" and cells["Q4_K_M"] == "0.982 (one rep)"
+
+
+def test_rates_keep_three_significant_figures() -> None:
+    from variantlab.text import rate
+
+    assert [rate(x) for x in (0.9751, 2.2317, 35.31, 135.6, None)] == ["0.975", "2.23", "35.3", "136", "–"]
 
 
 def test_a_ladder_result_round_trips_through_the_results_database(tmp_path: Path) -> None:

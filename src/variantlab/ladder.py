@@ -38,6 +38,7 @@ from .modelfile import read_model_file
 from .quantize import FLOAT_TYPES, Rung, dequantize, plan_quantize, run_quantize
 from .results import SETTING_DEFAULTS, ResultsDB, Run
 from .store import Manifest, Store
+from .text import rate
 from .twin import GENERATOR, twin_for
 
 STEPS = ("make", "fit", "bench", "accuracy", "kld")
@@ -386,10 +387,10 @@ def _fastest(fitting: list[LadderRow]) -> tuple[LadderRow, list[LadderRow]]:
 
 def _fastest_reason(fastest: LadderRow, tied: list[LadderRow]) -> str:
     if fastest.gen_tokens_per_s_reps == 1:  # one rep has no range: a lead of any size may be noise
-        return (f"highest generation speed that fits ({fastest.gen_tokens_per_s or 0:.2f} tokens/s) over one rep, which "
+        return (f"highest generation speed that fits ({rate(fastest.gen_tokens_per_s)} tokens/s) over one rep, which "
                 "has no range to tell a lead from noise; --reps 3 or more to separate close rungs")
     low, high = speed_range(fastest)
-    spread = f"{fastest.gen_tokens_per_s or 0:.1f} tokens/s, {low:.1f}–{high:.1f} over {fastest.gen_tokens_per_s_reps} reps"
+    spread = f"{rate(fastest.gen_tokens_per_s)} tokens/s, {rate(low)}–{rate(high)} over {fastest.gen_tokens_per_s_reps} reps"
     if len(tied) == 1:
         return f"highest generation speed that fits ({spread}), clear of every other rung's range"
     others = ", ".join(r.file_type for r in tied if r is not fastest)

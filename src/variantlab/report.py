@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .ladder import LadderResult, LadderRow, speed_range
+from .text import rate
 
 TIERS = ("fastest", "balanced", "best quality")
 
@@ -154,7 +155,7 @@ def table_rows(result: LadderResult) -> list[list[str]]:
         out.append([
             r.file_type, _cell(r.file_bytes, ".0f", 1 / 2**20), _cell(r.memory_bytes, ".0f", 1 / 2**20),
             "yes" if r.fits else "no", _cell(r.load_s, ".2f"), _cell(r.ttft_s, ".3f"),
-            _speed_cell(r), _cell(r.gen_tokens_per_s_at_depth, ".1f"),
+            _speed_cell(r), rate(r.gen_tokens_per_s_at_depth),
             (f"{r.pass_at_1:.1%} [{r.pass_at_1_low:.0%}–{r.pass_at_1_high:.0%}]" if r.pass_at_1 is not None else "–"),
             _cell(r.mean_kld, ".4f"), r.speculation.split(" (")[0] if r.speculation else "–", ", ".join(picked.get(r.model, [])),
         ])
@@ -164,8 +165,10 @@ def table_rows(result: LadderResult) -> list[list[str]]:
 def _speed_cell(row: LadderRow) -> str:
     """Median generation speed with the range of its repetitions, so a reader sees which rungs the noise cannot separate."""
     low, high = row.gen_tokens_per_s_min, row.gen_tokens_per_s_max
-    median = _cell(row.gen_tokens_per_s, ".1f")
-    return median if low is None or high is None else f"{median} ({low:.1f}–{high:.1f})"
+    median = rate(row.gen_tokens_per_s)
+    if row.gen_tokens_per_s_reps == 1:  # one rep has no range: a (x–x) would look like no noise at all
+        return f"{median} (one rep)"
+    return median if low is None or high is None else f"{median} ({rate(low)}–{rate(high)})"
 
 
 def twin_table_rows(result: LadderResult) -> list[list[str]]:
@@ -182,9 +185,9 @@ def twin_table_rows(result: LadderResult) -> list[list[str]]:
         out.append([
             r.file_type, _cell(r.file_bytes, ".2f", gb), _cell(r.memory_bytes, ".2f", 1 / 2**30),
             _cell(r.peak_rss_bytes, ".2f", 1 / 2**30), _cell(r.load_s, ".2f"), _cell(r.ttft_s, ".2f"),
-            _cell(r.prompt_tokens_per_s, ".1f"), _speed_cell(r),
-            _cell(r.prompt_tokens_per_s_at_depth, ".1f") if depth else "–",
-            _cell(r.gen_tokens_per_s_at_depth, ".2f") if depth else "–",
+            rate(r.prompt_tokens_per_s), _speed_cell(r),
+            rate(r.prompt_tokens_per_s_at_depth) if depth else "–",
+            rate(r.gen_tokens_per_s_at_depth) if depth else "–",
             "not measured: twin", ", ".join(picked.get(r.model, [])),
         ])
     return out
