@@ -1,0 +1,221 @@
+"""Where a small model's twin gets its speed: the pages it is read from, or the values in them.
+
+Issue 17: SmolLM2-135M's twin generated 11 % faster than the real file on one VM (0.995 on
+another, 1.34 on a third; within 0.4 % on an H200), with flush-to-zero, the token stream and
+the generator ruled out. This VM's kernel (6.18, ext4) keeps file pages in large folios and can
+map a 2 MiB one with a single page-table entry (``FilePmdMapped`` in smaps): a file written in
+big sequential writes, as the twin is, may be mapped with far fewer TLB misses than one that
+came into the page cache another way. Each round loads, in fresh processes and rotating order:
+
+- ``real``: the store's file, as the bench reads it;
+- ``copy``: the real bytes written afresh the way the twin writer writes (8 MiB writes, fsync);
+- ``tiled``: that copy with every tensor rewritten as the twin tiles its pools, from the real
+  file's own rows (the twin's layout, the real values);
+- ``twin``: the twin.
+
+and reports tg (128 one-token passes, greedy feed, best of ``--reps``) and how much of the
+mapping is PMD-mapped. ``copy`` like ``twin`` and unlike ``real`` points at the pages; ``tiled``
+like ``real`` and unlike ``twin`` points at the values.
+
+    .venv/bin/python benchmarks/twin_pages.py [--rounds 4] [--reps 3] [MODEL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from variantlab.engine.llama import LlamaEngine
+from variantlab.engine.settings import EngineSettings
+from variantlab.store import Store
+from variantlab.twin import make_twin, pool_rows, remove_twin
+
+_CHUNK = 8 << 20
+
+
+def _mapping(path: str) -> dict[str, int]:
+    """kB of ``path``'s mappings in this process: Rss and FilePmdMapped, from /proc/self/smaps."""
+    found = {"Rss": 0, "FilePmdMapped": 0}
+    target = os.path.realpath(path)
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.rstrip().endswith(target)
+        elif inside and line.split(":")[0] in found:
+            found[line.split(":")[0]] += int(line.split()[1])
+    return found
+
+
+def _child(path: str, n_gen: int, reps: int, queue: multiprocessing.Queue) -> None:
+    engine = LlamaEngine(path, EngineSettings(n_ctx=512, load_mode="mmap"))
+    pages = _mapping(path)
+    engine.time_generation(16)  # warm-up
+    best = max(n_gen / engine.time_generation(n_gen) for _ in range(reps))
+    queue.put({"tg": best, **pages})
+
+
+def _paired_child(paths: dict[str, str], n_gen: int, turns: int, queue: multiprocessing.Queue) -> None:
+    """Both files loaded in one process, the bench's own pp512 and tg tests alternated ``turns``
+    times: drift in the machine hits both alike, so the ratio left is the files' (or their mappings')."""
+    engines = {label: LlamaEngine(path, EngineSettings(n_ctx=1024, load_mode="mmap")) for label, path in paths.items()}
+    speeds: dict[str, dict[str, list[float]]] = {"pp": {label: [] for label in paths}, "tg": {label: [] for label in paths}}
+    for engine in engines.values():  # warm-up, as llama-bench
+        engine.clear()
+        engine.time_prompt(512, 0)
+    for turn in range(turns):
+        for label in (list(paths) if turn % 2 == 0 else list(paths)[::-1]):
+            engines[label].clear()
+            speeds["pp"][label].append(512 / engines[label].time_prompt(512, turn)[0])
+            engines[label].clear()
+            speeds["tg"][label].append(n_gen / engines[label].time_generation(n_gen))
+    queue.put(speeds)
+
+
+def _run(path: str, n_gen: int, reps: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(path, n_gen, reps, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def _write_copy(real: Path, out: Path) -> None:
+    """The real bytes, written as the twin writer writes: big sequential writes, then fsync."""
+    with real.open("rb") as source, out.open("wb") as handle:
+        while chunk := source.read(_CHUNK):
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _tile_real(copy: Path, out: Path) -> None:
+    """``copy`` with each tensor's rows replaced as write_twin tiles: one pool per (type, row length),
+    here the first rows of the real file's tensors of that key, each tensor starting at its own row."""
+    reader = gguf.GGUFReader(copy)
+    raw = np.memmap(copy, mode="r", dtype=np.uint8)
+    rows_of: dict[tuple[str, int], list[np.ndarray]] = {}
+    for t in reader.tensors:
+        rows_of.setdefault(_key(t), []).append(_rows(raw, t))
+    pools = {}
+    for key, tensors in rows_of.items():
+        flat = np.concatenate(tensors)
+        pools[key] = flat[: min(pool_rows(*key), len(flat))].copy()
+    shutil.copyfile(copy, out)
+    data = np.memmap(out, mode="r+", dtype=np.uint8)
+    for index, t in enumerate(reader.tensors):
+        pool = pools[_key(t)]
+        rows = _rows(data, t)
+        rows[:] = pool[(index * 7919 % len(pool) + np.arange(len(rows))) % len(pool)]
+    data.flush()
+    del data
+    with out.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _key(t: gguf.ReaderTensor) -> tuple[str, int]:
+    """The twin's pool key: (type name, row length in elements)."""
+    return t.tensor_type.name, int(t.shape[0])
+
+
+def _rows(data: np.ndarray, t: gguf.ReaderTensor) -> np.ndarray:
+    """``t``'s bytes in ``data`` (the whole file), one row of ``t.shape[0]`` elements a line."""
+    n_rows = int(t.n_elements) // int(t.shape[0])
+    start = int(t.data_offset)
+    return data[start:start + int(t.n_bytes)].reshape(n_rows, int(t.n_bytes) // n_rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default="smollm2-135m-instruct:q4_1")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--gen", type=int, default=128)
+    parser.add_argument("--paired", type=int, default=0, metavar="TURNS",
+                        help="load real and twin in one process per round and alternate their tg TURNS times")
+    parser.add_argument("--against", default="twin,real",
+                        help="with --paired: the files alternated with the real one, a comma list of twin, copy, tiled, "
+                             "real (real: the same file twice, the control); they take turns round by round")
+    args = parser.parse_args()
+    store = Store()
+    real = store.resolve(args.model).path
+    twin = make_twin(args.model, store)
+    scratch = store.tmp_dir / "twin_pages"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        copy, tiled = scratch / "copy.gguf", scratch / "tiled.gguf"
+        _write_copy(real, copy)
+        _tile_real(copy, tiled)
+        paths = {"real": str(real), "copy": str(copy), "tiled": str(tiled), "twin": str(store.resolve(twin.name).path)}
+        if args.paired:
+            _paired(paths, args)
+        else:
+            _separate(paths, args)
+    finally:
+        remove_twin(twin, store)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _separate(paths: dict[str, str], args: argparse.Namespace) -> None:
+    """Each file in its own fresh process, rotating order, ``--rounds`` times."""
+    labels = list(paths)
+    rounds = []
+    for r in range(args.rounds):
+        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        found = {label: _run(paths[label], args.gen, args.reps) for label in order}
+        rounds.append(found)
+        print(f"round {r + 1} ({', '.join(order)}): " + ", ".join(
+            f"{label} {found[label]['tg']:.1f} tok/s, PMD {found[label]['FilePmdMapped'] / 1024:.0f}"
+            f"/{found[label]['Rss'] / 1024:.0f} MiB" for label in labels), flush=True)
+    print("\n| file | tg tokens/s (median) | /real (median of rounds) | per round /real | PMD-mapped MiB of mapped (last round) |")
+    print("|---|---:|---:|---|---:|")
+    for label in labels:
+        ratios = [f[label]["tg"] / f["real"]["tg"] for f in rounds]
+        last = rounds[-1][label]
+        print(f"| {label} | {statistics.median(f[label]['tg'] for f in rounds):.1f} | {statistics.median(ratios):.3f} | "
+              + ", ".join(f"{x:.3f}" for x in ratios)
+              + f" | {last['FilePmdMapped'] / 1024:.0f} / {last['Rss'] / 1024:.0f} |")
+
+
+def _paired(paths: dict[str, str], args: argparse.Namespace) -> None:
+    """Real and another file in one process per round, pp512 and tg alternated ``--paired`` times: the
+    ratio within a process (machine drift cancelled) against its scatter between processes (each a
+    fresh mapping). Several ``--against`` files take turns round by round, so they are interleaved."""
+    against = args.against.split(",")
+    found: dict[str, dict[str, list[float]]] = {name: {"pp": [], "tg": []} for name in against}
+    print("| process | file | pp512 file/real (median of turns) | tg file/real (median of turns) | tg lowest–highest turn | real pp / tg tokens/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in range(args.rounds * len(against)):
+        name = against[r % len(against)]
+        # against "real": the control, the same file loaded twice (two mappings of the same pages)
+        pair = {"real": paths["real"], "other": paths[name]}
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        process = context.Process(target=_paired_child, args=(pair, args.gen, args.paired, queue))
+        process.start()
+        speeds = queue.get()
+        process.join()
+        ratios = {test: [o / r_ for o, r_ in zip(speeds[test]["other"], speeds[test]["real"])] for test in ("pp", "tg")}
+        for test in ("pp", "tg"):
+            found[name][test].append(statistics.median(ratios[test]))
+        print(f"| {r + 1} | {name} | {statistics.median(ratios['pp']):.3f} | {statistics.median(ratios['tg']):.3f} | "
+              f"{min(ratios['tg']):.3f}–{max(ratios['tg']):.3f} | {statistics.median(speeds['pp']['real']):.0f} / "
+              f"{statistics.median(speeds['tg']['real']):.1f} |", flush=True)
+    print("\n| file | pp512 file/real: median of the processes' medians (range) | tg file/real: median of the processes' medians (range) |")
+    print("|---|---:|---:|")
+    for name, medians in found.items():
+        pp, tg = medians["pp"], medians["tg"]
+        print(f"| {name} | {statistics.median(pp):.3f} ({min(pp):.3f}–{max(pp):.3f}) | "
+              f"{statistics.median(tg):.3f} ({min(tg):.3f}–{max(tg):.3f}) |")
+
+if __name__ == "__main__":
+    main()
