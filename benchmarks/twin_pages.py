@@ -17,7 +17,14 @@ and reports tg (128 one-token passes, greedy feed, best of ``--reps``) and how m
 mapping is PMD-mapped. ``copy`` like ``twin`` and unlike ``real`` points at the pages; ``tiled``
 like ``real`` and unlike ``twin`` points at the values.
 
+``--paired TURNS`` measures the twin against the noise of the machine instead: each round is one
+fresh process holding the real file and one other (``--against``: the twin, or the real file a
+second time as the control), alternating the bench's own pp512 and tg tests between them TURNS
+times, so drift hits both alike; rounds alternate twin and control. It reports the median of the
+processes' median ratios for each, the figure docs/benchmarks.md compares with 0.97–1.03.
+
     .venv/bin/python benchmarks/twin_pages.py [--rounds 4] [--reps 3] [MODEL]
+    .venv/bin/python benchmarks/twin_pages.py --paired 6 --rounds 6 [--against twin,real] [MODEL]
 """
 
 from __future__ import annotations
