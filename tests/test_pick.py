@@ -114,3 +114,10 @@ def test_a_mixture_of_experts_is_ranked_by_its_active_bytes() -> None:
     assert moe.tokens_per_s > dense.tokens_per_s
     assert "active experts (8 of 128)" in moe.tokens_per_s_source
     assert "active experts' bytes (8 of 128 experts a token)" in _reason("fastest", moe, task_spec("chat"))
+
+
+def test_slow_predictions_keep_their_figures() -> None:
+    """One decimal turned a 32B's 0.603 tokens/s into 0.6 and a 70B's 0.04 into 0.0 ("does not run")."""
+    from variantlab.pick import _three_figures
+
+    assert [_three_figures(x) for x in (0.6031, 0.0412, 30.94, 135.6)] == [0.603, 0.0412, 30.9, 136.0]

@@ -25,6 +25,7 @@ from .knowledge.catalog import CatalogModel, CatalogVariant, find_model, models
 from .knowledge.quants import file_type, file_types
 from .results import ResultsDB
 from .store import Store
+from .text import rate
 from .twin import measure_twins
 
 TIERS = ("fastest", "balanced", "best quality")
@@ -167,7 +168,7 @@ def ranked(found: list[Candidate]) -> list[Candidate]:
 
 
 def _ranked_record(c: Candidate) -> RankedVariant:
-    return RankedVariant(c.variant, c.source, c.file_type, c.estimate.total_bytes, round(c.tokens_per_s, 1),
+    return RankedVariant(c.variant, c.source, c.file_type, c.estimate.total_bytes, _three_figures(c.tokens_per_s),
                          c.tokens_per_s_source, c.accuracy, c.accuracy_source,
                          c.speculation.describe() if c.speculation else None)
 
@@ -329,8 +330,14 @@ def _balanced(scored: list[Candidate], spec: dict[str, Any], cfg: dict[str, Any]
 def _tier_record(tier: str, c: Candidate, spec: dict[str, Any]) -> Tier:
     est = c.estimate
     return Tier(tier, c.variant, c.source, c.file_name, c.model.gguf_repo, c.file_type, c.model.flavor, c.model.fim,
-                est.total_bytes, est.file_bytes, round(c.tokens_per_s, 1), c.tokens_per_s_source, c.accuracy,
+                est.total_bytes, est.file_bytes, _three_figures(c.tokens_per_s), c.tokens_per_s_source, c.accuracy,
                 c.accuracy_source, c.model.license, _reason(tier, c, spec), c.speculation.describe() if c.speculation else None)
+
+
+def _three_figures(tokens_per_s: float) -> float:
+    """A speed kept to three significant figures: one decimal turned a 32B's 0.603 into 0.6 and a
+    70B's 0.04 into 0.0, which reads as "does not run"."""
+    return float(f"{tokens_per_s:.3g}")
 
 
 def _reason(tier: str, c: Candidate, spec: dict[str, Any]) -> str:
@@ -338,7 +345,7 @@ def _reason(tier: str, c: Candidate, spec: dict[str, Any]) -> str:
     how = c.tokens_per_s_source.split(" (")[0] if c.tokens_per_s_source.startswith("measured") else "predicted"
     if how == "predicted" and c.estimate.experts:
         how = f"predicted from the active experts' bytes ({c.estimate.experts} experts a token)"
-    speed = f"{c.tokens_per_s:.0f} tok/s {how}"
+    speed = f"{rate(c.tokens_per_s)} tok/s {how}"
     if tier == "fastest":
         return f"reads the fewest bytes per token that fit ({speed}); {acc}"
     if tier == "balanced":

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..pick import PickResult, pick_measured
 from ..pick import pick as pick_variants
+from ..text import rate
 from .output import gib_option_bytes, human_bytes, print_json, progress_bars, stdout_console
 
 
@@ -36,7 +37,7 @@ def render(r: PickResult) -> None:
     table.columns[-1].overflow = "fold"
     for t in r.tiers:
         source = t.tokens_per_s_source
-        speed = f"{t.predicted_tokens_per_s:.1f}" + (" (twin)" if source.startswith("measured on a twin") else
+        speed = rate(t.predicted_tokens_per_s) + (" (twin)" if source.startswith("measured on a twin") else
                                                      "" if source.startswith("measured") else " (pred.)")
         acc = "-" if t.accuracy is None else f"{t.accuracy:.1f}" + (" (meas.)" if t.accuracy_source.startswith("measured") else " (publ.)")
         table.add_row(t.tier, human_bytes(t.total_bytes), speed, acc, t.variant)
