@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -86,10 +87,11 @@ def _paired_child(paths: dict[str, str], n_gen: int, turns: int, queue: multipro
     queue.put(speeds)
 
 
-def _run(path: str, n_gen: int, reps: int) -> dict:
+def _in_child(target: Callable[..., None], *args: object) -> dict:
+    """Run ``target(*args, queue)`` in a fresh process (a fresh mapping of every file) and return what it puts."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(path, n_gen, reps, queue))
+    process = context.Process(target=target, args=(*args, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -178,7 +180,7 @@ def _separate(paths: dict[str, str], args: argparse.Namespace) -> None:
     rounds = []
     for r in range(args.rounds):
         order = labels[r % len(labels):] + labels[: r % len(labels)]
-        found = {label: _run(paths[label], args.gen, args.reps) for label in order}
+        found = {label: _in_child(_child, paths[label], args.gen, args.reps) for label in order}
         rounds.append(found)
         print(f"round {r + 1} ({', '.join(order)}): " + ", ".join(
             f"{label} {found[label]['tg']:.1f} tok/s, PMD {found[label]['FilePmdMapped'] / 1024:.0f}"
@@ -205,12 +207,7 @@ def _paired(paths: dict[str, str], args: argparse.Namespace) -> None:
         name = against[r % len(against)]
         # against "real": the control, the same file loaded twice (two mappings of the same pages)
         pair = {"real": paths["real"], "other": paths[name]}
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
-        process = context.Process(target=_paired_child, args=(pair, args.gen, args.paired, queue))
-        process.start()
-        speeds = queue.get()
-        process.join()
+        speeds = _in_child(_paired_child, pair, args.gen, args.paired)
         ratios = {test: [o / r_ for o, r_ in zip(speeds[test]["other"], speeds[test]["real"])] for test in ("pp", "tg")}
         for test in ("pp", "tg"):
             found[name][test].append(statistics.median(ratios[test]))
