@@ -74,17 +74,14 @@ def bench(
         raise typer.Exit(2)
 
 
-def _spread(r: BenchResult, key: str, fmt: str) -> str:
+def _spread(r: BenchResult, key: str, fmt: str | None = None) -> str:
+    """A median ± its stdev; without ``fmt``, a speed to three significant figures (a 34B's 0.98
+    tokens/s is not "1.0 ±0.0")."""
     value = getattr(r, key)
     if value is None:
         return "-"
-    return f"{format(value, fmt)} ±{format(r.spread[key]['stdev'] or 0, fmt)}"
-
-
-def _rate_spread(r: BenchResult, key: str) -> str:
-    """A speed ± its stdev, to three significant figures (a 34B's 0.98 tokens/s is not "1.0 ±0.0")."""
-    value = getattr(r, key)
-    return "-" if value is None else f"{rate(value)} ±{rate(r.spread[key]['stdev'] or 0)}"
+    show = rate if fmt is None else (lambda x: format(x, fmt))
+    return f"{show(value)} ±{show(r.spread[key]['stdev'] or 0)}"
 
 
 def render(results: list[BenchResult]) -> None:
@@ -93,7 +90,7 @@ def render(results: list[BenchResult]) -> None:
     if served:
         table = Table("endpoint", "TTFT s", "gen t/s", "prompt t/s (estimate)", title="bench of OpenAI-compatible servers (median ± stdev)")
         for r in served:
-            table.add_row(r.model, _spread(r, "ttft_s", ".3f"), _rate_spread(r, "gen_tokens_per_s"), _rate_spread(r, "prompt_tokens_per_s"))
+            table.add_row(r.model, _spread(r, "ttft_s", ".3f"), _spread(r, "gen_tokens_per_s"), _spread(r, "prompt_tokens_per_s"))
         stdout_console().print(table)
     if not ok:
         return
@@ -104,7 +101,7 @@ def render(results: list[BenchResult]) -> None:
                   title=f"bench: {first.reps} reps, {first.threads} threads, ctx {first.ctx} (median ± stdev)")
     for r in ok:
         table.add_row(f"[italic]{r.model}[/italic]" if r.twin_of else r.model + (f" on {r.node}" if r.node else ""), r.file_type or "?", _spread(r, "load_s", ".2f"), _spread(r, "ttft_s", ".3f"),
-                      _rate_spread(r, "prompt_tokens_per_s"), _rate_spread(r, "gen_tokens_per_s"),
+                      _spread(r, "prompt_tokens_per_s"), _spread(r, "gen_tokens_per_s"),
                       rate(r.ceiling_tokens_per_s),
                       f"{r.bandwidth_fraction:.0%}" if r.bandwidth_fraction is not None else "-",
                       human_bytes(r.peak_rss_bytes))
