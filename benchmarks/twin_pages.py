@@ -20,28 +20,31 @@ like ``real`` and unlike ``twin`` points at the values.
 ``--paired TURNS`` measures the twin against the noise of the machine instead: each round is one
 fresh process holding the real file and one other (``--against``: the twin, or the real file a
 second time as the control), alternating the bench's own pp512 and tg tests between them TURNS
-times, so drift hits both alike; rounds alternate twin and control. It reports the median of the
-processes' median ratios for each, the figure docs/benchmarks.md compares with 0.97–1.03.
+times, so drift hits both alike; rounds alternate twin and control, and every other cycle loads the
+other file first. It reports the median of the processes' median ratios for each, the figure
+docs/benchmarks.md compares with 0.97–1.03.
 
     .venv/bin/python benchmarks/twin_pages.py [--rounds 4] [--reps 3] [MODEL]
-    .venv/bin/python benchmarks/twin_pages.py --paired 6 --rounds 6 [--against twin,real] [MODEL]
+    .venv/bin/python benchmarks/twin_pages.py --paired 6 --rounds 6 [--against twin,real] [--block 16] [MODEL]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import re
 import shutil
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import gguf
 import numpy as np
 
-from variantlab.engine.llama import LlamaEngine
+from variantlab.engine.llama import LlamaEngine, Sampling
 from variantlab.engine.settings import EngineSettings
 from variantlab.store import Store
 from variantlab.twin import make_twin, pool_rows, remove_twin
@@ -70,21 +73,48 @@ def _child(path: str, n_gen: int, reps: int, queue: multiprocessing.Queue) -> No
     queue.put({"tg": best, **pages})
 
 
-def _paired_child(paths: dict[str, str], n_gen: int, turns: int, queue: multiprocessing.Queue) -> None:
+def _paired_child(paths: dict[str, str], n_gen: int, turns: int, block: int, queue: multiprocessing.Queue) -> None:
     """Both files loaded in one process, the bench's own pp512 and tg tests alternated ``turns``
-    times: drift in the machine hits both alike, so the ratio left is the files' (or their mappings')."""
+    times: drift in the machine hits both alike, so the ratio left is the files' (or their mappings').
+    ``block``: tg alternates every ``block`` tokens instead (each block's speed is one sample)."""
     engines = {label: LlamaEngine(path, EngineSettings(n_ctx=1024, load_mode="mmap")) for label, path in paths.items()}
     speeds: dict[str, dict[str, list[float]]] = {"pp": {label: [] for label in paths}, "tg": {label: [] for label in paths}}
     for engine in engines.values():  # warm-up, as llama-bench
         engine.clear()
         engine.time_prompt(512, 0)
     for turn in range(turns):
-        for label in (list(paths) if turn % 2 == 0 else list(paths)[::-1]):
+        order = list(paths) if turn % 2 == 0 else list(paths)[::-1]
+        for label in order:
             engines[label].clear()
             speeds["pp"][label].append(512 / engines[label].time_prompt(512, turn)[0])
-            engines[label].clear()
-            speeds["tg"][label].append(n_gen / engines[label].time_generation(n_gen))
+            if not block:
+                engines[label].clear()
+                speeds["tg"][label].append(n_gen / engines[label].time_generation(n_gen))
+        if block:
+            for label, blocks in _tg_in_blocks({label: engines[label] for label in order}, n_gen, block).items():
+                speeds["tg"][label] += [block / seconds for seconds in blocks]
     queue.put(speeds)
+
+
+def _tg_in_blocks(engines: dict[str, LlamaEngine], n_gen: int, block: int) -> dict[str, list[float]]:
+    """The tg test of each engine (greedy, from BOS, as ``time_generation``), taken ``block`` tokens at
+    a time from each in turn: seconds per block, so drift longer than a block hits both alike."""
+    seconds: dict[str, list[float]] = {label: [] for label in engines}
+    with contextlib.ExitStack() as stack:
+        samplers = {label: stack.enter_context(engine.sampler(Sampling())) for label, engine in engines.items()}
+        tokens = {}
+        for label, engine in engines.items():
+            engine.clear()
+            bos = engine.bos()
+            tokens[label] = bos if bos is not None else 0
+        for start in range(0, n_gen - block + 1, block):
+            for label, engine in engines.items():
+                t0 = time.perf_counter()
+                for pos in range(start, start + block):
+                    engine.decode_one(tokens[label], pos)
+                    tokens[label] = engine.sample(samplers[label])
+                seconds[label].append(time.perf_counter() - t0)
+    return seconds
 
 
 def _in_child(target: Callable[..., None], *args: object) -> dict:
@@ -151,6 +181,9 @@ def main() -> None:
     parser.add_argument("--gen", type=int, default=128)
     parser.add_argument("--paired", type=int, default=0, metavar="TURNS",
                         help="load real and twin in one process per round and alternate their tg TURNS times")
+    parser.add_argument("--block", type=int, default=0, metavar="TOKENS",
+                        help="with --paired: alternate tg every TOKENS tokens and take each block as a sample "
+                             "(0: whole tg128 tests, as bench runs them)")
     parser.add_argument("--against", default="twin,real",
                         help="with --paired: the files alternated with the real one, a comma list of twin, copy, tiled, "
                              "real (real: the same file twice, the control); they take turns round by round")
@@ -201,17 +234,21 @@ def _paired(paths: dict[str, str], args: argparse.Namespace) -> None:
     fresh mapping). Several ``--against`` files take turns round by round, so they are interleaved."""
     against = args.against.split(",")
     found: dict[str, dict[str, list[float]]] = {name: {"pp": [], "tg": []} for name in against}
-    print("| process | file | pp512 file/real (median of turns) | tg file/real (median of turns) | tg lowest–highest turn | real pp / tg tokens/s |")
+    print("| process | file | pp512 file/real (median of turns) | tg file/real (median of turns or blocks) | tg lowest–highest | real pp / tg tokens/s |")
     print("|---|---|---:|---:|---:|---:|")
     for r in range(args.rounds * len(against)):
         name = against[r % len(against)]
         # against "real": the control, the same file loaded twice (two mappings of the same pages)
+        # every other cycle the other file is loaded first: the engine made second runs pp512 ~3 % faster
         pair = {"real": paths["real"], "other": paths[name]}
-        speeds = _in_child(_paired_child, pair, args.gen, args.paired)
+        if (r // len(against)) % 2:
+            pair = dict(reversed(pair.items()))
+        speeds = _in_child(_paired_child, pair, args.gen, args.paired, args.block)
         ratios = {test: [o / r_ for o, r_ in zip(speeds[test]["other"], speeds[test]["real"])] for test in ("pp", "tg")}
         for test in ("pp", "tg"):
             found[name][test].append(statistics.median(ratios[test]))
-        print(f"| {r + 1} | {name} | {statistics.median(ratios['pp']):.3f} | {statistics.median(ratios['tg']):.3f} | "
+        label = name + (" (loaded first)" if list(pair)[0] == "other" else "")
+        print(f"| {r + 1} | {label} | {statistics.median(ratios['pp']):.3f} | {statistics.median(ratios['tg']):.3f} | "
               f"{min(ratios['tg']):.3f}–{max(ratios['tg']):.3f} | {statistics.median(speeds['pp']['real']):.0f} / "
               f"{statistics.median(speeds['tg']['real']):.1f} |", flush=True)
     print("\n| file | pp512 file/real: median of the processes' medians (range) | tg file/real: median of the processes' medians (range) |")
