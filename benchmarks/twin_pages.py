@@ -189,6 +189,9 @@ def main() -> None:
                         help="with --paired: the files alternated with the real one, a comma list of twin, copy, tiled, "
                              "real (real: the same file twice, the control); they take turns round by round")
     args = parser.parse_args()
+    if args.paired % 2:
+        # turns alternate which file runs pp512 first; an odd count gives one file that place once more
+        parser.error(f"--paired {args.paired}: give an even number of turns (the order alternates turn by turn)")
     store = Store()
     real = store.resolve(args.model).path
     twin = make_twin(args.model, store)
