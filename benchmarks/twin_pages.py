@@ -26,7 +26,7 @@ docs/benchmarks.md compares with 0.97–1.03, and for pp512 also the ratio of ea
 test in a process (a pp512 test lasts seconds, long enough for a burst to slow most of them).
 
     .venv/bin/python benchmarks/twin_pages.py [--rounds 4] [--reps 3] [MODEL]
-    .venv/bin/python benchmarks/twin_pages.py --paired 6 --rounds 6 [--against twin,real] [--block 16] [MODEL]
+    .venv/bin/python benchmarks/twin_pages.py --paired 6 --rounds 6 [--against twin,real] [--block 16] [--gen 0] [MODEL]
 """
 
 from __future__ import annotations
@@ -88,10 +88,10 @@ def _paired_child(paths: dict[str, str], n_gen: int, turns: int, block: int, que
         for label in order:
             engines[label].clear()
             speeds["pp"][label].append(512 / engines[label].time_prompt(512, turn)[0])
-            if not block:
+            if n_gen and not block:
                 engines[label].clear()
                 speeds["tg"][label].append(n_gen / engines[label].time_generation(n_gen))
-        if block:
+        if n_gen and block:
             for label, blocks in _tg_in_blocks({label: engines[label] for label in order}, n_gen, block).items():
                 speeds["tg"][label] += [block / seconds for seconds in blocks]
     queue.put(speeds)
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default="smollm2-135m-instruct:q4_1")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--gen", type=int, default=128)
+    parser.add_argument("--gen", type=int, default=128, help="tg tokens (with --paired, 0: pp512 only)")
     parser.add_argument("--paired", type=int, default=0, metavar="TURNS",
                         help="load real and twin in one process per round and alternate their tg TURNS times")
     parser.add_argument("--block", type=int, default=0, metavar="TOKENS",
@@ -237,7 +237,8 @@ def _paired(paths: dict[str, str], args: argparse.Namespace) -> None:
     ratio within a process (machine drift cancelled) against its scatter between processes (each a
     fresh mapping). Several ``--against`` files take turns round by round, so they are interleaved."""
     against = args.against.split(",")
-    found: dict[str, dict[str, list[float]]] = {name: {"pp": [], "tg": [], "pp_best": []} for name in against}
+    tests = ("pp", "tg") if args.gen else ("pp",)
+    found: dict[str, dict[str, list[float]]] = {name: {"pp": [], "tg": [], "pp_best": [], "pp_turns": []} for name in against}
     print("| process | file | pp512 file/real (median of turns) | pp512 best/best | tg file/real (median of turns or blocks) "
           "| tg lowest–highest | real pp / tg tokens/s |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -249,21 +250,25 @@ def _paired(paths: dict[str, str], args: argparse.Namespace) -> None:
         if (r // len(against)) % 2:
             pair = dict(reversed(pair.items()))
         speeds = _in_child(_paired_child, pair, args.gen, args.paired, args.block)
-        ratios = {test: [o / r_ for o, r_ in zip(speeds[test]["other"], speeds[test]["real"])] for test in ("pp", "tg")}
-        for test in ("pp", "tg"):
+        ratios = {test: [o / r_ for o, r_ in zip(speeds[test]["other"], speeds[test]["real"])] for test in tests}
+        for test in tests:
             found[name][test].append(statistics.median(ratios[test]))
+        found[name]["pp_turns"] += ratios["pp"]
         # bursts on this VM only ever slow a test down: each file's fastest pp512 is its least disturbed
         found[name]["pp_best"].append(max(speeds["pp"]["other"]) / max(speeds["pp"]["real"]))
         label = name + (" (loaded first)" if list(pair)[0] == "other" else "")
-        print(f"| {r + 1} | {label} | {statistics.median(ratios['pp']):.3f} | {found[name]['pp_best'][-1]:.3f} | "
-              f"{statistics.median(ratios['tg']):.3f} | "
-              f"{min(ratios['tg']):.3f}–{max(ratios['tg']):.3f} | {statistics.median(speeds['pp']['real']):.0f} / "
-              f"{statistics.median(speeds['tg']['real']):.1f} |", flush=True)
+        tg = (f"{statistics.median(ratios['tg']):.3f} | {min(ratios['tg']):.3f}–{max(ratios['tg']):.3f}"
+              if args.gen else "not run | ")
+        real_tg = f"{statistics.median(speeds['tg']['real']):.1f}" if args.gen else "-"
+        print(f"| {r + 1} | {label} | {statistics.median(ratios['pp']):.3f} | {found[name]['pp_best'][-1]:.3f} | {tg} | "
+              f"{statistics.median(speeds['pp']['real']):.0f} / {real_tg} |", flush=True)
     print("\n| file | pp512 file/real: median of the processes' medians (range) | pp512 best/best: median (range) "
-          "| tg file/real: median of the processes' medians (range) |")
-    print("|---|---:|---:|---:|")
+          "| pp512 file/real: median of all turns (range) | tg file/real: median of the processes' medians (range) |")
+    print("|---|---:|---:|---:|---:|")
     for name, medians in found.items():
-        print(f"| {name} | " + " | ".join(_median_range(medians[key]) for key in ("pp", "pp_best", "tg")) + " |")
+        cells = [_median_range(medians[key]) for key in ("pp", "pp_best", "pp_turns")]
+        cells.append(_median_range(medians["tg"]) if args.gen else "not run (--gen 0)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def _median_range(values: list[float]) -> str:
