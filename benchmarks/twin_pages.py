@@ -192,6 +192,12 @@ def main() -> None:
     if args.paired % 2:
         # turns alternate which file runs pp512 first; an odd count gives one file that place once more
         parser.error(f"--paired {args.paired}: give an even number of turns (the order alternates turn by turn)")
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give at least one round")
+    if (args.gen != 0 or not args.paired) and args.gen < max(1, args.block):
+        # a tg test shorter than one block (or, outside --paired, none at all) leaves no sample to take a median of
+        parser.error(f"--gen {args.gen}: give at least {max(1, args.block)} tokens (--block {args.block}), "
+                     "or 0 with --paired for pp512 only")
     store = Store()
     real = store.resolve(args.model).path
     twin = make_twin(args.model, store)
